@@ -1,0 +1,102 @@
+//! `cargo xtask ci`: every check and test of the project, cheapest first, stopping at the first
+//! failure with the name of the step and the command that reruns it.
+
+use crate::spec_lint;
+use crate::util::{banner, cargo, root, run as run_cmd};
+use anyhow::{Context, Result, bail};
+use std::time::Instant;
+
+type Step = (&'static str, &'static str, fn() -> Result<()>);
+
+const STEPS: &[Step] = &[
+    ("format", "cargo fmt --all -- --check", fmt),
+    ("spec lint", "cargo xtask spec-lint", spec_lint_step),
+    (
+        "spec lint catches a bad example",
+        "cargo xtask spec-lint target/xtask/broken-example.yaml",
+        spec_lint_canary,
+    ),
+    (
+        "clippy",
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        clippy,
+    ),
+    ("tests", "cargo test --workspace", tests),
+];
+
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    for (index, (name, rerun, step)) in STEPS.iter().enumerate() {
+        banner(&format!("ci step {}/{}: {name}", index + 1, STEPS.len()));
+        let step_started = Instant::now();
+        if let Err(err) = step() {
+            bail!("ci step `{name}` failed: {err:#}\nrerun just this step with `{rerun}`");
+        }
+        println!("ci step `{name}` passed in {:.0?}", step_started.elapsed());
+    }
+    println!(
+        "\nci: all {} steps passed in {:.0?}",
+        STEPS.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn fmt() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["fmt", "--all", "--", "--check"]);
+    run_cmd(cmd)
+}
+
+fn spec_lint_step() -> Result<()> {
+    spec_lint::run(None)
+}
+
+/// A lint that cannot fail proves nothing: break one example on purpose and expect a failure.
+fn spec_lint_canary() -> Result<()> {
+    let spec = std::fs::read_to_string(root().join("openapi.yaml"))?;
+    let needle = "example: 1001\n";
+    anyhow::ensure!(
+        spec.contains(needle),
+        "openapi.yaml no longer has the entityId example `{needle}` that this check breaks"
+    );
+    let broken = spec.replacen(needle, "example: 0\n", 1);
+    let dir = root().join("target/xtask");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("broken-example.yaml");
+    std::fs::write(&path, broken).context("writing the broken copy")?;
+    let failed: Vec<&str> = spec_lint::lint(&path)?
+        .into_iter()
+        .map(|(tool, _)| tool)
+        .collect();
+    for example_checker in ["redocly lint", "spectral lint"] {
+        if !failed.contains(&example_checker) {
+            bail!(
+                "{example_checker} passed a document whose entityId example (0) breaks `minimum: 1`"
+            );
+        }
+    }
+    println!(
+        "redocly and spectral both refused an entityId example of 0 (minimum 1), as they must"
+    );
+    Ok(())
+}
+
+fn clippy() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run_cmd(cmd)
+}
+
+fn tests() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]);
+    run_cmd(cmd)
+}

@@ -1,0 +1,85 @@
+use anyhow::{Context, Result, bail};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root: the parent of this crate's manifest directory.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
+
+/// A path relative to the repository root, for messages.
+pub fn rel(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Prints a step banner so that long CI logs are easy to scan.
+pub fn banner(title: &str) {
+    println!("\n==> {title}");
+}
+
+/// Renders a command line the way a person would type it (for "rerun with" hints).
+pub fn display(cmd: &Command) -> String {
+    let mut parts: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    parts.push(shell_word(cmd.get_program()));
+    parts.extend(cmd.get_args().map(shell_word));
+    parts.join(" ")
+}
+
+fn shell_word(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    let root = root();
+    let root = root.to_string_lossy();
+    let word = word
+        .strip_prefix(&format!("{root}/"))
+        .map(str::to_string)
+        .unwrap_or_else(|| word.to_string());
+    if word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,".contains(c))
+    {
+        word
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Runs a command in the repository root with inherited output; fails naming the command.
+pub fn run(mut cmd: Command) -> Result<()> {
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+    let shown = display(&cmd);
+    println!("$ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a command in the repository root and captures its output, whatever its exit status.
+pub fn capture(mut cmd: Command) -> Result<Output> {
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+    let shown = display(&cmd);
+    cmd.output()
+        .with_context(|| format!("could not start `{shown}`"))
+}
+
+/// `cargo` as the one running xtask (respects `CARGO` set by cargo itself).
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
