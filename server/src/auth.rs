@@ -1,0 +1,227 @@
+//! HTTP Basic authentication of service subscribers, with a short-lived cache of verified
+//! credentials so that a known-good request costs no argon2.
+//!
+//! The cache is keyed by a keyed hash of the whole `Authorization` header (never the plain
+//! password) and remembers which stored password hash the credential was verified against.
+//! Every request still reads the subscriber's current row (one indexed query that also answers
+//! the grant), so a changed password or a removed subscriber stops working at once, on every
+//! replica, without shared state.
+
+use crate::domain::DepartmentToken;
+use crate::errors::ApiError;
+use crate::store::Store;
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+/// The scope getLinkedCustomer needs on the department in its path.
+pub const SEARCH_SCOPE: &str = "customer.search";
+
+/// A username and password read from an `Authorization: Basic` header.
+pub struct Credentials {
+    pub username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Reads `Basic base64(username:password)`; `None` when absent or unreadable.
+pub fn parse_basic(header: &str) -> Option<Credentials> {
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (username, password) = text.split_once(':')?;
+    if username.is_empty() {
+        return None;
+    }
+    Some(Credentials {
+        username: username.to_string(),
+        password: password.to_string(),
+    })
+}
+
+/// Hashes a new password for storage (argon2id, random salt, PHC string).
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let hash: PasswordHash = Argon2::default()
+        .hash_password(password.as_bytes())
+        .map_err(|err| anyhow::anyhow!("could not hash the password: {err}"))?;
+    Ok(hash.to_string())
+}
+
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
+}
+
+struct Verified {
+    subscriber_id: i64,
+    password_hash: String,
+    at: Instant,
+}
+
+pub struct Authenticator {
+    /// A random per-process key, so that cache keys are useless outside this process.
+    key: [u8; 32],
+    ttl: Duration,
+    capacity: usize,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// Bounds the CPU that argon2 can take, however many bad passwords arrive at once.
+    hashing: Semaphore,
+}
+
+impl Authenticator {
+    pub fn new(ttl: Duration) -> Authenticator {
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(&argon2::password_hash::generate_salt());
+        key[16..].copy_from_slice(&argon2::password_hash::generate_salt());
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Authenticator {
+            key,
+            ttl,
+            capacity: 10_000,
+            verified: Mutex::new(HashMap::new()),
+            hashing: Semaphore::new(cores),
+        }
+    }
+
+    fn cache_key(&self, header: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.key);
+        hasher.update(header.as_bytes());
+        hasher.finalize().into()
+    }
+
+    /// Lets the request through if `header` names a subscriber whose password matches and who
+    /// holds `scope` on `department`; every other outcome is the same `NotAuthorized`.
+    pub async fn authorize(
+        &self,
+        store: &dyn Store,
+        header: &str,
+        credentials: &Credentials,
+        department: &DepartmentToken,
+        scope: &str,
+    ) -> Result<(), ApiError> {
+        let access = store
+            .subscriber_access(&credentials.username, department, scope)
+            .await?;
+        let Some(access) = access else {
+            return Err(ApiError::NotAuthorized);
+        };
+        let key = self.cache_key(header);
+        if !self.is_cached(&key, access.subscriber_id, &access.password_hash) {
+            let permit = self
+                .hashing
+                .acquire()
+                .await
+                .map_err(|err| anyhow::anyhow!("password check unavailable: {err}"))?;
+            let password = credentials.password.clone();
+            let stored = access.password_hash.clone();
+            let ok = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+                .await
+                .map_err(|err| anyhow::anyhow!("password check failed: {err}"))?;
+            drop(permit);
+            if !ok {
+                return Err(ApiError::NotAuthorized);
+            }
+            self.remember(key, access.subscriber_id, access.password_hash);
+        }
+        if access.granted {
+            Ok(())
+        } else {
+            Err(ApiError::NotAuthorized)
+        }
+    }
+
+    fn is_cached(&self, key: &[u8; 32], subscriber_id: i64, password_hash: &str) -> bool {
+        let Ok(cache) = self.verified.lock() else {
+            return false;
+        };
+        cache.get(key).is_some_and(|entry| {
+            entry.at.elapsed() < self.ttl
+                && entry.subscriber_id == subscriber_id
+                && bool::from(
+                    entry
+                        .password_hash
+                        .as_bytes()
+                        .ct_eq(password_hash.as_bytes()),
+                )
+        })
+    }
+
+    fn remember(&self, key: [u8; 32], subscriber_id: i64, password_hash: String) {
+        let Ok(mut cache) = self.verified.lock() else {
+            return;
+        };
+        if cache.len() >= self.capacity {
+            let ttl = self.ttl;
+            cache.retain(|_, entry| entry.at.elapsed() < ttl);
+            if cache.len() >= self.capacity {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            Verified {
+                subscriber_id,
+                password_hash,
+                at: Instant::now(),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(userpass: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(userpass)
+        )
+    }
+
+    #[test]
+    fn reads_basic_credentials() {
+        let creds = parse_basic(&basic("demo:pa:ss")).unwrap();
+        assert_eq!(creds.username, "demo");
+        assert_eq!(creds.password, "pa:ss");
+        assert!(parse_basic(&basic("nocolon")).is_none());
+        assert!(parse_basic(&basic(":pw")).is_none());
+        assert!(parse_basic("Bearer abc").is_none());
+        assert!(parse_basic("Basic !!!").is_none());
+        assert!(parse_basic("Basic").is_none());
+        assert!(!format!("{creds:?}").contains("pa:ss"));
+    }
+
+    #[test]
+    fn hashes_verify_only_the_right_password() {
+        let hash = hash_password("s3cret").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("s3cret", &hash));
+        assert!(!verify_password("s3cret!", &hash));
+        assert!(!verify_password("s3cret", "not a hash"));
+    }
+}

@@ -1,0 +1,244 @@
+//! The command line: `serve` (the default), `migrate`, `import` and `subscriber`. Scripts
+//! depend on these names and flags: change them only with a deprecation.
+
+use crate::auth::{SEARCH_SCOPE, hash_password};
+use crate::domain::DepartmentToken;
+use crate::startup::{AppState, run as serve_on};
+use crate::store::{self, Opened, redact};
+use crate::{demo, import};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://linked-customer.db";
+
+#[derive(Parser)]
+#[command(
+    name = "linked-customer-server",
+    version,
+    about = "Serves getLinkedCustomer (see openapi.yaml) on SQLite or PostgreSQL.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand, the server runs (`serve`).
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default).
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(DatabaseArgs),
+    /// Import customers from a JSON-lines file, all or nothing.
+    Import {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// One JSON object per line: {"department", "customer", "vehicles", "links"}.
+        file: PathBuf,
+    },
+    /// Manage service subscribers.
+    #[command(subcommand)]
+    Subscriber(SubscriberCommand),
+}
+
+#[derive(Args)]
+struct DatabaseArgs {
+    /// sqlite://FILE (created if missing) or postgres://USER:PASSWORD@HOST/DB.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    database_url: String,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LINKED_CUSTOMER_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Do not load the demo data into a new SQLite database.
+    #[arg(long)]
+    no_demo: bool,
+    /// How long a verified credential is trusted without a new password check.
+    #[arg(long, env = "LINKED_CUSTOMER_AUTH_CACHE_SECONDS", default_value_t = 60)]
+    auth_cache_seconds: u64,
+}
+
+#[derive(Subcommand)]
+enum SubscriberCommand {
+    /// Add a subscriber with grants on one or more departments.
+    Add {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// A department the subscriber may use (repeat for more).
+        #[arg(long = "department", required = true)]
+        departments: Vec<String>,
+        /// A scope granted on each of those departments (repeat for more).
+        #[arg(long = "scope", default_value = SEARCH_SCOPE)]
+        scopes: Vec<String>,
+    },
+    /// Remove a subscriber and its grants; its credentials stop working at once.
+    Remove {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Change a subscriber's password; the old one stops working at once.
+    Passwd {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        username: String,
+        /// Read the new password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Migrate(database)) => {
+            open(&database).await?;
+            println!("database is up to date: {}", redact(&database.database_url));
+            Ok(())
+        }
+        Some(Command::Import { database, file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("could not read {}", file.display()))?;
+            let records = import::parse(&text)
+                .with_context(|| format!("{} was not imported", file.display()))?;
+            let opened = open(&database).await?;
+            let summary = opened
+                .store
+                .import(&records)
+                .await
+                .with_context(|| format!("{} was not imported", file.display()))?;
+            println!(
+                "imported {}: {} customers created, {} updated, {} links",
+                file.display(),
+                summary.customers_created,
+                summary.customers_updated,
+                summary.links
+            );
+            Ok(())
+        }
+        Some(Command::Subscriber(command)) => subscriber(command).await,
+    }
+}
+
+async fn open(database: &DatabaseArgs) -> Result<Opened> {
+    store::open(&database.database_url)
+        .await
+        .with_context(|| format!("database {}", redact(&database.database_url)))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let opened = open(&args.database).await?;
+    if opened.created && !args.no_demo {
+        demo::load(opened.store.as_ref()).await?;
+    }
+    let listener = TcpListener::bind(&args.bind)
+        .with_context(|| format!("could not listen on {}", args.bind))?;
+    let address = listener.local_addr()?;
+    let base = format!("http://{address}");
+    println!("linked-customer-server {}", env!("CARGO_PKG_VERSION"));
+    println!("database {}", redact(&args.database.database_url));
+    if demo_is_usable(&opened).await {
+        println!("{}", demo::instructions(&base));
+    }
+    println!("Swagger UI: {base}/swagger-ui/");
+    println!("listening on {base}");
+    tracing::info!(%address, "listening");
+    let state = AppState::new(opened.store, Duration::from_secs(args.auth_cache_seconds))?;
+    serve_on(listener, state)?.await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// True when the demo subscriber exists with the demo password, so printing it helps.
+async fn demo_is_usable(opened: &Opened) -> bool {
+    let Ok(department) = DepartmentToken::parse(demo::DEPARTMENT) else {
+        return false;
+    };
+    let access = opened
+        .store
+        .subscriber_access(demo::USERNAME, &department, SEARCH_SCOPE)
+        .await;
+    match access {
+        Ok(Some(access)) if access.granted => {
+            crate::auth::verify_password(demo::PASSWORD, &access.password_hash)
+        }
+        _ => false,
+    }
+}
+
+fn read_password() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("could not read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        bail!("the password read from standard input is empty");
+    }
+    Ok(password)
+}
+
+async fn subscriber(command: SubscriberCommand) -> Result<()> {
+    match command {
+        SubscriberCommand::Add {
+            database,
+            username,
+            password_stdin: _,
+            departments,
+            scopes,
+        } => {
+            let departments = departments
+                .iter()
+                .map(|d| DepartmentToken::parse(d).map_err(anyhow::Error::msg))
+                .collect::<Result<Vec<_>>>()?;
+            let hash = hash_password(&read_password()?)?;
+            let opened = open(&database).await?;
+            opened
+                .store
+                .add_subscriber(&username, &hash, &departments, &scopes)
+                .await?;
+            println!("added subscriber {username}");
+        }
+        SubscriberCommand::Remove { database, username } => {
+            let opened = open(&database).await?;
+            if !opened.store.remove_subscriber(&username).await? {
+                bail!("there is no subscriber {username}");
+            }
+            println!("removed subscriber {username}");
+        }
+        SubscriberCommand::Passwd {
+            database,
+            username,
+            password_stdin: _,
+        } => {
+            let hash = hash_password(&read_password()?)?;
+            let opened = open(&database).await?;
+            if !opened.store.set_password_hash(&username, &hash).await? {
+                bail!("there is no subscriber {username}");
+            }
+            println!("changed the password of subscriber {username}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Every failure a request can meet, and the one place where each becomes a status and an
+//! error envelope. The codes are the stable table in the `ErrorResponse` schema of openapi.yaml.
+
+use crate::model::{Error, ErrorResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, ResponseError};
+
+pub const REALM_CHALLENGE: &str = r#"Basic realm="customer""#;
+
+/// A stable error code with its title.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Code {
+    pub code: i32,
+    pub title: &'static str,
+}
+
+pub const INVALID_DEPARTMENT_TOKEN: Code = Code {
+    code: 1001,
+    title: "INVALID_DEPARTMENT_TOKEN",
+};
+pub const INVALID_ENTITY: Code = Code {
+    code: 1002,
+    title: "INVALID_ENTITY",
+};
+pub const INVALID_ENTITY_ID: Code = Code {
+    code: 1003,
+    title: "INVALID_ENTITY_ID",
+};
+pub const MISSING_CREDENTIALS: Code = Code {
+    code: 2001,
+    title: "MISSING_CREDENTIALS",
+};
+pub const NOT_AUTHORIZED: Code = Code {
+    code: 2002,
+    title: "NOT_AUTHORIZED",
+};
+pub const NOT_FOUND: Code = Code {
+    code: 4004,
+    title: "NOT_FOUND",
+};
+pub const METHOD_NOT_ALLOWED: Code = Code {
+    code: 4005,
+    title: "METHOD_NOT_ALLOWED",
+};
+pub const INTERNAL_ERROR: Code = Code {
+    code: 5000,
+    title: "INTERNAL_ERROR",
+};
+
+impl Code {
+    pub fn with_message(self, message: impl Into<String>) -> Error {
+        Error {
+            error_code: self.code,
+            error_title: self.title.to_string(),
+            error_message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid parameters")]
+    BadRequest(Vec<Error>),
+    #[error("missing or unreadable credentials")]
+    MissingCredentials,
+    #[error("credentials refused")]
+    NotAuthorized,
+    #[error("no such path")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn envelope(&self) -> ErrorResponse {
+        let errors = match self {
+            ApiError::BadRequest(errors) => errors.clone(),
+            ApiError::MissingCredentials => vec![MISSING_CREDENTIALS.with_message(
+                "This request needs HTTP Basic credentials of a service subscriber.",
+            )],
+            ApiError::NotAuthorized => {
+                vec![NOT_AUTHORIZED.with_message("The credentials do not allow this request.")]
+            }
+            ApiError::NotFound => vec![NOT_FOUND.with_message("No operation exists at this path.")],
+            ApiError::MethodNotAllowed { allow } => vec![METHOD_NOT_ALLOWED.with_message(format!(
+                "This path does not support that method; it allows {allow}."
+            ))],
+            ApiError::Unexpected(_) => vec![INTERNAL_ERROR.with_message(
+                "The server failed to answer. Quote the x-request-id header when reporting this.",
+            )],
+        };
+        ErrorResponse {
+            errors,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MissingCredentials | ApiError::NotAuthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::MissingCredentials | ApiError::NotAuthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, REALM_CHALLENGE));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::Unexpected(err) => {
+                // The detail stays in the log (with the request id); the body says nothing of it.
+                tracing::error!(error = format!("{err:#}"), "request failed");
+            }
+            _ => {}
+        }
+        response.json(self.envelope())
+    }
+}

@@ -1,0 +1,15 @@
+//! linked-customer-server: the `getLinkedCustomer` operation of `openapi.yaml`, on SQLite or
+//! PostgreSQL, with HTTP Basic authentication of service subscribers.
+
+pub mod auth;
+pub mod cli;
+pub mod demo;
+pub mod domain;
+pub mod errors;
+pub mod import;
+pub mod model;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,92 @@
+//! `getLinkedCustomer`: the customer, with their vehicles, linked to an entity of a department.
+
+use crate::auth::{SEARCH_SCOPE, parse_basic};
+use crate::domain::LinkedCustomerPath;
+use crate::errors::ApiError;
+use crate::model::{Entity, ErrorResponse, LinkedCustomerResponse};
+use crate::startup::AppState;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use std::borrow::Cow;
+
+/// The route, relative to the `/customer` base. Segments may be empty so that an empty
+/// parameter is answered with a 400 that names it rather than a 404.
+pub const ROUTE: &str = "/v2/department/{serviceSubscriberDepartmentToken:[^/]*}/entity/{entity:[^/]*}/{entityId:[^/]*}/customer";
+
+/// Get the customer linked to an entity
+#[utoipa::path(
+    get,
+    path = "/v2/department/{serviceSubscriberDepartmentToken}/entity/{entity}/{entityId}/customer",
+    operation_id = "getLinkedCustomer",
+    tag = "Customer",
+    params(
+        ("serviceSubscriberDepartmentToken" = String, Path,
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$",
+            description = "The opaque token of the department, as issued to the service subscriber."),
+        ("entity" = Entity, Path, description = "The kind of entity the customer is linked to."),
+        ("entityId" = i64, Path, format = Int64, minimum = 1,
+            description = "The identifier of the entity within its kind (a positive 64-bit integer)."),
+    ),
+    responses(
+        (status = 200, description = "A customer is linked to the entity; here they are, with their vehicles.",
+            body = LinkedCustomerResponse, content_type = "application/json"),
+        (status = 204, description = "The department has no customer linked to that entity. There is no body."),
+        (status = 400, description = "A path parameter is malformed. Each parameter at fault has its own error.",
+            body = ErrorResponse, content_type = "application/json"),
+        (status = 401, description = "Credentials are missing, or do not allow this call.",
+            body = ErrorResponse, content_type = "application/json",
+            headers(("WWW-Authenticate" = String, description = "The authentication scheme to use."))),
+        (status = 500, description = "The server failed. The body carries no internal detail.",
+            body = ErrorResponse, content_type = "application/json"),
+    ),
+    security(("basicAuth" = []))
+)]
+pub async fn get_linked_customer(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(ApiError::MissingCredentials)?;
+    let credentials = parse_basic(header).ok_or(ApiError::MissingCredentials)?;
+
+    let segment = |name: &str| decode(request.match_info().get(name).unwrap_or_default());
+    let path = LinkedCustomerPath::parse(
+        &segment("serviceSubscriberDepartmentToken"),
+        &segment("entity"),
+        &segment("entityId"),
+    )
+    .map_err(ApiError::BadRequest)?;
+
+    state
+        .auth
+        .authorize(
+            state.store.as_ref(),
+            header,
+            &credentials,
+            &path.department,
+            SEARCH_SCOPE,
+        )
+        .await?;
+
+    let found = state
+        .store
+        .linked_customer(&path.department, path.entity, path.entity_id)
+        .await?;
+    Ok(match found {
+        Some(customer_with_vehicles) => HttpResponse::Ok().json(LinkedCustomerResponse {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            customer_with_vehicles,
+        }),
+        None => HttpResponse::NoContent().finish(),
+    })
+}
+
+/// actix-web decodes a path segment except for `%`, `/` and `+`; finish the job so that
+/// validation sees exactly what the client meant.
+fn decode(segment: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
+}

@@ -1,0 +1,58 @@
+//! What operators and tooling need around the API: health, readiness, metrics, the spec, and
+//! the answers for paths and methods that do not exist.
+
+use crate::errors::ApiError;
+use crate::startup::AppState;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, ResponseError, web};
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body("ok\n")
+}
+
+/// 200 when the database answers, 503 when it does not.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.ping().await {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(ContentType::plaintext())
+            .body("ready\n"),
+        Err(err) => {
+            tracing::warn!(error = format!("{err:#}"), "database unreachable");
+            HttpResponse::ServiceUnavailable()
+                .content_type(ContentType::plaintext())
+                .body("database unreachable\n")
+        }
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let text = state.metrics.render()?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
+/// `openapi.yaml` exactly as written in the repository.
+pub async fn openapi_yaml(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(state.spec.yaml)
+}
+
+/// The same document as JSON.
+pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(state.spec.json.clone())
+}
+
+pub async fn not_found() -> HttpResponse {
+    ApiError::NotFound.error_response()
+}
+
+/// A 405 naming the methods `allow`ed on the path.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::route().to(move || async move { ApiError::MethodNotAllowed { allow }.error_response() })
+}

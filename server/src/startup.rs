@@ -1,0 +1,92 @@
+//! Builds the application from its state and binds it to a listener, so that tests can bind
+//! port 0 and ask which port they got.
+
+use crate::auth::Authenticator;
+use crate::routes::linked_customer::{ROUTE, get_linked_customer};
+use crate::routes::operations::{
+    healthz, method_not_allowed, metrics, not_found, openapi_json, openapi_yaml, readyz,
+};
+use crate::store::Store;
+use crate::telemetry::{self, Metrics};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+/// `openapi.yaml`, the contract, built into the binary and served as written.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+pub struct Spec {
+    pub yaml: &'static str,
+    pub json: String,
+}
+
+impl Spec {
+    pub fn load() -> anyhow::Result<Spec> {
+        let value: serde_json::Value =
+            serde_yaml::from_str(OPENAPI_YAML).context("openapi.yaml is not valid YAML")?;
+        Ok(Spec {
+            yaml: OPENAPI_YAML,
+            json: serde_json::to_string_pretty(&value)?,
+        })
+    }
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub spec: Spec,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
+        Ok(AppState {
+            store,
+            auth: Authenticator::new(auth_cache_ttl),
+            metrics: Metrics::new()?,
+            spec: Spec::load()?,
+        })
+    }
+}
+
+/// Starts serving on `listener`; the returned server runs until SIGINT or SIGTERM, then
+/// finishes the requests in flight (up to 10 s) and stops.
+pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(telemetry::observe))
+            .service(
+                web::scope("/customer").service(
+                    web::resource(ROUTE)
+                        .name("getLinkedCustomer")
+                        .route(web::get().to(get_linked_customer))
+                        .default_service(method_not_allowed("GET")),
+                ),
+            )
+            .service(get_only("/healthz", web::get().to(healthz)))
+            .service(get_only("/readyz", web::get().to(readyz)))
+            .service(get_only("/metrics", web::get().to(metrics)))
+            .service(get_only("/openapi.yaml", web::get().to(openapi_yaml)))
+            .service(get_only("/openapi.json", web::get().to(openapi_json)))
+            .service(web::redirect("/swagger-ui", "/swagger-ui/"))
+            .service(SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/openapi.yaml")))
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .run();
+    Ok(server)
+}
+
+fn get_only(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(method_not_allowed("GET"))
+}
