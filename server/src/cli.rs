@@ -12,6 +12,7 @@ use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://linked-customer.db";
 
@@ -160,11 +161,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if demo_is_usable(&opened).await {
         println!("{}", demo::instructions(&base));
     }
+    let state = AppState::new(opened.store, Duration::from_secs(args.auth_cache_seconds))?;
+    let server = serve_on(listener, state)?;
+    // Signal handlers exist before the address is announced, so no signal can be missed.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let handle = server.handle();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down gracefully");
+        handle.stop(true).await;
+    });
     println!("Swagger UI: {base}/swagger-ui/");
     println!("listening on {base}");
     tracing::info!(%address, "listening");
-    let state = AppState::new(opened.store, Duration::from_secs(args.auth_cache_seconds))?;
-    serve_on(listener, state)?.await?;
+    server.await?;
     tracing::info!("stopped");
     Ok(())
 }

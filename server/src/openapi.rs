@@ -8,6 +8,8 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Linked Customer API", version = "2.0.0"),
     paths(crate::routes::linked_customer::get_linked_customer),
+    // Referenced by a path parameter, which utoipa does not collect by itself.
+    components(schemas(crate::model::Entity)),
     servers((url = "/customer")),
     tags((name = "Customer")),
     modifiers(&BasicAuth)

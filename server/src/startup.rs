@@ -54,8 +54,8 @@ impl AppState {
     }
 }
 
-/// Starts serving on `listener`; the returned server runs until SIGINT or SIGTERM, then
-/// finishes the requests in flight (up to 10 s) and stops.
+/// Starts serving on `listener`. The server runs until its handle is told to stop (the binary
+/// does so on SIGINT and SIGTERM), then finishes the requests in flight (up to 10 s).
 pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
@@ -80,6 +80,7 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .default_service(web::to(not_found))
     })
     .listen(listener)?
+    .disable_signals()
     .shutdown_timeout(10)
     .run();
     Ok(server)

@@ -1,8 +1,8 @@
 //! `cargo xtask ci`: every check and test of the project, cheapest first, stopping at the first
 //! failure with the name of the step and the command that reruns it.
 
-use crate::spec_lint;
 use crate::util::{banner, cargo, root, run as run_cmd};
+use crate::{codegen, spec_lint};
 use anyhow::{Context, Result, bail};
 use std::time::Instant;
 
@@ -17,11 +17,16 @@ const STEPS: &[Step] = &[
         spec_lint_canary,
     ),
     (
+        "client code is generated from the spec",
+        "cargo xtask codegen --check",
+        codegen_check,
+    ),
+    (
         "clippy",
         "cargo clippy --workspace --all-targets -- -D warnings",
         clippy,
     ),
-    ("tests", "cargo test --workspace", tests),
+    ("tests (SQLite and PostgreSQL)", "cargo xtask test", tests),
 ];
 
 pub fn run() -> Result<()> {
@@ -82,6 +87,10 @@ fn spec_lint_canary() -> Result<()> {
     Ok(())
 }
 
+fn codegen_check() -> Result<()> {
+    codegen::run(true)
+}
+
 fn clippy() -> Result<()> {
     let mut cmd = cargo();
     cmd.args([
@@ -95,8 +104,11 @@ fn clippy() -> Result<()> {
     run_cmd(cmd)
 }
 
-fn tests() -> Result<()> {
+/// The workspace's tests, with a PostgreSQL server for the tests that need one.
+pub fn tests() -> Result<()> {
+    let postgres = crate::postgres::admin_url()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]);
+    cmd.args(["test", "--workspace"])
+        .env("TEST_POSTGRES_URL", postgres);
     run_cmd(cmd)
 }

@@ -2,6 +2,8 @@
 //! there are no shell scripts to remember (see `cargo xtask --help`).
 
 mod ci;
+mod codegen;
+mod postgres;
 mod spec_lint;
 mod tools;
 mod util;
@@ -23,10 +25,18 @@ struct Cli {
 enum Command {
     /// Run every check and test of the project, in order, stopping at the first failure.
     Ci,
+    /// Run the workspace's tests, with PostgreSQL made available (TEST_POSTGRES_URL).
+    Test,
     /// Lint openapi.yaml with openapi-spec-validator, Redocly and Spectral (warnings fail too).
     SpecLint {
         /// The document to lint (default: openapi.yaml at the repository root).
         file: Option<PathBuf>,
+    },
+    /// Generate the Rust client (client/src/generated.rs) from openapi.yaml with progenitor.
+    Codegen {
+        /// Regenerate in memory and fail, showing the diff, if the checked-in file differs.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -34,7 +44,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ci => ci::run(),
+        Command::Test => ci::tests(),
         Command::SpecLint { file } => spec_lint::run(file.as_deref()),
+        Command::Codegen { check } => codegen::run(check),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

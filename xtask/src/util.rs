@@ -26,8 +26,10 @@ pub fn banner(title: &str) {
 
 /// Renders a command line the way a person would type it (for "rerun with" hints).
 pub fn display(cmd: &Command) -> String {
+    // Environment values are not shown: they may hold passwords (TEST_POSTGRES_URL).
     let mut parts: Vec<String> = cmd
         .get_envs()
+        .filter(|(k, _)| !k.to_string_lossy().contains("POSTGRES"))
         .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
         .collect();
     parts.push(shell_word(cmd.get_program()));

@@ -1,0 +1,458 @@
+//! End to end: the real `linked-customer-server`, built from this workspace and started on a
+//! fresh SQLite database with `tests/fixtures/customers.jsonl` imported through its `import`
+//! command, called through this crate and through the `get` example program.
+
+use anyhow::{Context, Result, bail, ensure};
+use linked_customer_client::{Client, Customer, CustomerWithVehicles, Entity, Error, Vehicle};
+use serde::Deserialize;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/customers.jsonl"
+);
+/// The fixture's first line: every field filled, linked to ORDER 1001 and PAYMENT i64::MAX.
+const DEPARTMENT: &str = "e2e-dept";
+/// The fixture's second line: only the required fields, linked to ORDER 1001 as well.
+const OTHER_DEPARTMENT: &str = "other-dept";
+
+const SCOPE: &str = "customer.search";
+/// A subscriber's username and password.
+type Credentials = (&'static str, &'static str);
+/// Granted `customer.search` on DEPARTMENT.
+const GRANTED: Credentials = ("e2e-granted", "granted-secret");
+/// Granted `customer.search` on OTHER_DEPARTMENT only.
+const OTHER_ONLY: Credentials = ("e2e-other-only", "other-secret");
+/// Granted on DEPARTMENT, but not the scope this operation needs.
+const WRONG_SCOPE: Credentials = ("e2e-wrong-scope", "scope-secret");
+
+/// The (errorCode, errorTitle) pairs an error answer must carry, sorted by code.
+type Expected = &'static [(i32, &'static str)];
+const BAD_TOKEN: Expected = &[(1001, "INVALID_DEPARTMENT_TOKEN")];
+const BAD_ID: Expected = &[(1003, "INVALID_ENTITY_ID")];
+const BAD_TOKEN_AND_ID: Expected = &[
+    (1001, "INVALID_DEPARTMENT_TOKEN"),
+    (1003, "INVALID_ENTITY_ID"),
+];
+const MISSING: Expected = &[(2001, "MISSING_CREDENTIALS")];
+const REFUSED: Expected = &[(2002, "NOT_AUTHORIZED")];
+
+#[tokio::test]
+async fn get_linked_customer_against_the_real_server() -> Result<()> {
+    let server = Server::start().await?;
+    let granted = client(&server.root, Some(GRANTED));
+
+    // 200: the whole customer and every vehicle, field for field as imported.
+    let expected = fixture(DEPARTMENT)?;
+    for (entity, id) in [(Entity::Order, 1001), (Entity::Payment, i64::MAX)] {
+        let found = granted.get_linked_customer(DEPARTMENT, entity, id).await;
+        let found = found.map_err(|err| err.to_string());
+        assert_eq!(found, Ok(Some(expected.clone())), "{entity} {id}");
+    }
+    // Departments are separate: the same entity, another department, another customer; and
+    // optional fields that were never imported stay absent.
+    let other = client(&server.root, Some(OTHER_ONLY))
+        .get_linked_customer(OTHER_DEPARTMENT, Entity::Order, 1001)
+        .await;
+    let other = other.map_err(|err| err.to_string());
+    assert_eq!(other, Ok(Some(fixture(OTHER_DEPARTMENT)?)));
+
+    // 204: nothing linked (an unknown id, or a known id of another kind of entity).
+    for (entity, id) in [(Entity::Order, 9999), (Entity::Thread, 1001)] {
+        let none = granted.get_linked_customer(DEPARTMENT, entity, id).await;
+        assert!(matches!(none, Ok(None)), "{entity} {id}: {none:?}");
+    }
+
+    // 400: every malformed parameter the client can send, one error per parameter at fault.
+    let long_token = "d".repeat(65);
+    let cases: [(&str, i64, Expected); 8] = [
+        ("", 1001, BAD_TOKEN),
+        ("bad token!", 1001, BAD_TOKEN),
+        ("dept/../x", 1001, BAD_TOKEN),
+        ("département", 1001, BAD_TOKEN),
+        (&long_token, 1001, BAD_TOKEN),
+        (DEPARTMENT, 0, BAD_ID),
+        (DEPARTMENT, i64::MIN, BAD_ID),
+        ("bad token!", -1, BAD_TOKEN_AND_ID),
+    ];
+    for (token, id, errors) in cases {
+        let answer = granted.get_linked_customer(token, Entity::Order, id).await;
+        assert_api_error(answer, 400, errors, &format!("token {token:?}, id {id}"));
+    }
+
+    // 401: no credentials, and credentials that are wrong or not granted; all look the same.
+    let callers: [(&str, Option<Credentials>, Expected); 5] = [
+        ("no credentials", None, MISSING),
+        (
+            "a wrong password",
+            Some((GRANTED.0, "not-the-secret")),
+            REFUSED,
+        ),
+        (
+            "an unknown subscriber",
+            Some(("nobody", GRANTED.1)),
+            REFUSED,
+        ),
+        (
+            "a grant on another department only",
+            Some(OTHER_ONLY),
+            REFUSED,
+        ),
+        (
+            "a grant without customer.search",
+            Some(WRONG_SCOPE),
+            REFUSED,
+        ),
+    ];
+    for (who, credentials, errors) in callers {
+        let answer = client(&server.root, credentials)
+            .get_linked_customer(DEPARTMENT, Entity::Order, 1001)
+            .await;
+        assert_api_error(answer, 401, errors, who);
+    }
+
+    example_program(&server.root, &expected)?;
+    Ok(())
+}
+
+/// The `get` example prints the answer and tells each outcome apart by its exit status.
+fn example_program(root: &str, expected: &CustomerWithVehicles) -> Result<()> {
+    let get = build(&["--example", "get"], "example", "get")?;
+    let run = |args: &[&str]| -> Result<Output> {
+        Command::new(&get)
+            .args(args)
+            .env_remove("LINKED_CUSTOMER_BASE_URL")
+            .env_remove("LINKED_CUSTOMER_USER")
+            .env_remove("LINKED_CUSTOMER_PASSWORD")
+            .output()
+            .context("running the get example")
+    };
+    let with_auth = |rest: &[&str]| {
+        let mut args = vec![
+            "--base-url",
+            root,
+            "--user",
+            GRANTED.0,
+            "--password",
+            GRANTED.1,
+        ];
+        args.extend_from_slice(rest);
+        run(&args)
+    };
+
+    let found = with_auth(&[DEPARTMENT, "ORDER", "1001"])?;
+    assert_eq!(found.status.code(), Some(0), "{found:?}");
+    let printed: CustomerWithVehicles = serde_json::from_slice(&found.stdout)?;
+    assert_eq!(&printed, expected);
+
+    let none = with_auth(&[DEPARTMENT, "ORDER", "9999"])?;
+    assert_eq!(none.status.code(), Some(3), "{none:?}");
+    assert!(String::from_utf8_lossy(&none.stdout).contains("No customer is linked"));
+
+    let bad_id = with_auth(&[DEPARTMENT, "ORDER", "-5"])?;
+    assert_eq!(bad_id.status.code(), Some(4), "{bad_id:?}");
+    let envelope: linked_customer_client::ErrorResponse = serde_json::from_slice(&bad_id.stdout)?;
+    assert_eq!(envelope.errors[0].error_code, 1003);
+
+    let anonymous = run(&["--base-url", root, DEPARTMENT, "ORDER", "1001"])?;
+    assert_eq!(anonymous.status.code(), Some(4), "{anonymous:?}");
+    let envelope: linked_customer_client::ErrorResponse =
+        serde_json::from_slice(&anonymous.stdout)?;
+    assert_eq!(envelope.errors[0].error_code, 2001);
+
+    let closed = format!("http://{}", closed_port_address()?);
+    let unreachable = run(&["--base-url", &closed, DEPARTMENT, "ORDER", "1001"])?;
+    assert_eq!(unreachable.status.code(), Some(5), "{unreachable:?}");
+
+    let usage = run(&["--base-url", root, DEPARTMENT, "CAR", "1001"])?;
+    assert_eq!(usage.status.code(), Some(2), "{usage:?}");
+
+    // A bad base URL is a usage error too, reported before any request.
+    let bad_url = run(&["--base-url", "127.0.0.1:8080", DEPARTMENT, "ORDER", "1001"])?;
+    assert_eq!(bad_url.status.code(), Some(2), "{bad_url:?}");
+    assert!(
+        String::from_utf8_lossy(&bad_url.stderr).contains("base URL `127.0.0.1:8080`"),
+        "{bad_url:?}"
+    );
+    Ok(())
+}
+
+fn client(root: &str, credentials: Option<Credentials>) -> Client {
+    let client = Client::new(root);
+    match credentials {
+        Some((username, password)) => client.with_basic_auth(username, password),
+        None => client,
+    }
+}
+
+#[track_caller]
+fn assert_api_error(
+    answer: Result<Option<CustomerWithVehicles>, Error>,
+    status: u16,
+    errors: Expected,
+    case: &str,
+) {
+    match answer {
+        Err(Error::Api {
+            status: got,
+            body,
+            request_id: _,
+        }) => {
+            let mut got_errors: Vec<(i32, &str)> = body
+                .errors
+                .iter()
+                .map(|error| (error.error_code, error.error_title.as_str()))
+                .collect();
+            got_errors.sort();
+            assert_eq!((got, got_errors.as_slice()), (status, errors), "{case}");
+            assert!(body.warnings.is_empty(), "{case}: {:?}", body.warnings);
+            for error in &body.errors {
+                assert!(!error.error_message.is_empty(), "{case}: {error:?}");
+            }
+        }
+        other => panic!("{case}: expected a {status} with the error envelope, got {other:?}"),
+    }
+}
+
+/// What the fixture imported for a department, as the API should answer it.
+fn fixture(department: &str) -> Result<CustomerWithVehicles> {
+    #[derive(Deserialize)]
+    struct Line {
+        department: String,
+        customer: Customer,
+        vehicles: Vec<Vehicle>,
+    }
+    let text = std::fs::read_to_string(FIXTURE)?;
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let line: Line = serde_json::from_str(line).context("a line of the fixture")?;
+        if line.department == department {
+            return Ok(CustomerWithVehicles {
+                customer: line.customer,
+                vehicles: line.vehicles,
+            });
+        }
+    }
+    bail!("the fixture has no customer in department {department}")
+}
+
+/// The fixture's full customer must fill every property the spec defines, so that the 200
+/// comparison covers every field.
+#[test]
+fn the_fixture_fills_every_field_of_the_spec() -> Result<()> {
+    let spec: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../openapi.yaml"
+    ))?)?;
+    let text = std::fs::read_to_string(FIXTURE)?;
+    let first = text.lines().next().context("an empty fixture")?;
+    let line: serde_json::Value = serde_json::from_str(first)?;
+    ensure!(
+        line["department"] == DEPARTMENT,
+        "the first line must be the full customer"
+    );
+    let customer = &line["customer"];
+    let mut objects = vec![("Customer", customer)];
+    objects.push(("BestTimeToContact", &customer["bestTimeToContact"]));
+    for (array, schema) in [
+        ("emails", "Email"),
+        ("phoneNumbers", "PhoneNumber"),
+        ("addresses", "Address"),
+    ] {
+        let items = customer[array].as_array().context(array)?;
+        ensure!(!items.is_empty(), "customer.{array} is empty");
+        objects.extend(items.iter().map(|item| (schema, item)));
+    }
+    let vehicles = line["vehicles"].as_array().context("vehicles")?;
+    ensure!(!vehicles.is_empty(), "vehicles is empty");
+    objects.extend(vehicles.iter().map(|vehicle| ("Vehicle", vehicle)));
+
+    for (schema, object) in objects {
+        let properties = spec["components"]["schemas"][schema]["properties"]
+            .as_mapping()
+            .with_context(|| format!("openapi.yaml has no schema {schema}"))?;
+        for name in properties.keys().filter_map(|key| key.as_str()) {
+            ensure!(
+                object.get(name).is_some(),
+                "the fixture's {schema} lacks `{name}`: {object}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The server under test, killed when dropped. Its log is kept when the test fails.
+struct Server {
+    root: String,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Server {
+    async fn start() -> Result<Self> {
+        let binary = build(
+            &["--package", "linked-customer-server"],
+            "bin",
+            "linked-customer-server",
+        )?;
+        let dir = fresh_dir()?;
+        let database_url = format!("sqlite://{}", dir.join("e2e.db").display());
+        let database = ["--database-url", database_url.as_str()];
+
+        let mut import = Command::new(&binary);
+        import.arg("import").args(database).arg(FIXTURE);
+        checked(import, None)?;
+        let subscribers = [
+            (GRANTED, DEPARTMENT, SCOPE),
+            (OTHER_ONLY, OTHER_DEPARTMENT, SCOPE),
+            (WRONG_SCOPE, DEPARTMENT, "customer.read"),
+        ];
+        for ((username, password), department, scope) in subscribers {
+            let mut add = Command::new(&binary);
+            add.args(["subscriber", "add"]).args(database).args([
+                "--username",
+                username,
+                "--password-stdin",
+                "--department",
+                department,
+                "--scope",
+                scope,
+            ]);
+            checked(add, Some(&format!("{password}\n")))?;
+        }
+
+        let log = std::fs::File::create(dir.join("server.log"))?;
+        let mut child = Command::new(&binary)
+            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
+            .args(database)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        let mut server = Server {
+            root: String::new(),
+            child,
+            dir,
+        };
+        server.root = listening_on(stdout, Duration::from_secs(60))
+            .with_context(|| format!("the server did not start; see {}", server.dir.display()))?;
+        server.wait_until_healthy(Duration::from_secs(30)).await?;
+        Ok(server)
+    }
+
+    async fn wait_until_healthy(&self, within: Duration) -> Result<()> {
+        let url = format!("{}/healthz", self.root);
+        let started = Instant::now();
+        loop {
+            match reqwest::get(&url).await {
+                Ok(response) if response.status() == reqwest::StatusCode::OK => return Ok(()),
+                answer if started.elapsed() > within => {
+                    bail!("{url} did not answer 200 within {within:?}: {answer:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("server files and log kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Reads the server's stdout until it says where it listens, then keeps draining it (so that
+/// the server never blocks on a full pipe) on a thread of its own.
+fn listening_on(stdout: std::process::ChildStdout, within: Duration) -> Result<String> {
+    let (found, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(root) = line.strip_prefix("listening on ")
+                && let Some(found) = found.take()
+            {
+                let _ = found.send(root.trim().to_string());
+            }
+        }
+    });
+    receive
+        .recv_timeout(within)
+        .context("no `listening on http://...` line on the server's stdout")
+}
+
+/// Builds a target of this workspace and returns its executable. `cargo test` does not build
+/// other packages' binaries, and `CARGO_BIN_EXE_*` exists only for the package's own.
+fn build(args: &[&str], kind: &str, name: &str) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--message-format=json-render-diagnostics"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .context("running cargo build")?;
+    ensure!(
+        output.status.success(),
+        "cargo build {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == name
+                && message["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|kinds| kinds.iter().any(|k| k == kind))
+        })
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo build {} produced no {kind} `{name}`", args.join(" ")))
+}
+
+/// Runs a command of the server (import, subscriber add) to completion, feeding it `stdin`.
+fn checked(mut command: Command, stdin: Option<&str>) -> Result<()> {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().with_context(|| format!("{command:?}"))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    ensure!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// A new directory for this run's database and log, below cargo's scratch directory for tests.
+fn fresh_dir() -> Result<PathBuf> {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// An address nothing listens on: a port the system just handed out and that was let go.
+fn closed_port_address() -> Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}

@@ -1,0 +1,392 @@
+//! The command-line interface, run as the real binary.
+
+use crate::helpers::{BACKENDS, FIXTURE, TestDb};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_linked-customer-server");
+
+fn server(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("binary ran")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `serve` as a child process, killed when dropped.
+struct Served {
+    child: Child,
+    base: String,
+    banner: String,
+}
+
+impl Served {
+    fn start(database_url: &str, extra: &[&str]) -> Served {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut banner = String::new();
+        let mut base = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("stdout line");
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(address) = line.strip_prefix("listening on ") {
+                base = Some(address.to_string());
+                break;
+            }
+        }
+        let base = base.unwrap_or_else(|| panic!("server did not start:\n{banner}"));
+        Served {
+            child,
+            base,
+            banner,
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(base: &str, path: &str, user: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Adds subscriber `u` / `pw` with `customer.search` on `dept-north`, through the CLI.
+fn add_reader(database_url: &str) {
+    ok(&server(
+        &[
+            "subscriber",
+            "add",
+            "--database-url",
+            database_url,
+            "--username",
+            "u",
+            "--password-stdin",
+            "--department",
+            "dept-north",
+        ],
+        Some("pw\n"),
+    ));
+}
+
+const ORDER_1001: &str = "/customer/v2/department/dept-north/entity/ORDER/1001/customer";
+
+#[tokio::test]
+async fn import_is_all_or_nothing_and_names_the_bad_line() {
+    for backend in BACKENDS {
+        let db = TestDb::new(backend).await;
+        let dir = tempfile::tempdir().expect("dir");
+        let bad_line = FIXTURE
+            .lines()
+            .nth(1)
+            .expect("line")
+            .replace(r#""id": 2"#, r#""id": "two""#);
+        let mut lines: Vec<String> = FIXTURE.lines().map(str::to_string).collect();
+        lines[1] = bad_line;
+        let bad = dir.path().join("bad.jsonl");
+        std::fs::write(&bad, lines.join("\n")).expect("write");
+        let output = server(
+            &[
+                "import",
+                "--database-url",
+                &db.url,
+                bad.to_str().expect("utf8"),
+            ],
+            None,
+        );
+        assert!(!output.status.success(), "{backend:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("line 2, field `customer.id`"), "{stderr}");
+
+        // Nothing of the good first line was kept.
+        add_reader(&db.url);
+        let served = Served::start(&db.url, &["--no-demo"]);
+        let response = get(&served.base, ORDER_1001, "u", "pw").await;
+        assert_eq!(response.status(), 204, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn reimporting_a_customer_updates_it() {
+    let db = TestDb::new(crate::helpers::Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("customers.jsonl");
+    std::fs::write(&file, FIXTURE).expect("write");
+    let file = file.to_str().expect("utf8");
+    let first = ok(&server(&["import", "--database-url", &db.url, file], None));
+    assert!(first.contains("3 customers created, 0 updated"), "{first}");
+
+    let changed = FIXTURE.replacen(r#""firstName": "Maria""#, r#""firstName": "Mary""#, 1);
+    std::fs::write(file, changed).expect("write");
+    let second = ok(&server(&["import", "--database-url", &db.url, file], None));
+    assert!(
+        second.contains("0 customers created, 3 updated"),
+        "{second}"
+    );
+
+    add_reader(&db.url);
+    let served = Served::start(&db.url, &["--no-demo"]);
+    let body: Value = get(&served.base, ORDER_1001, "u", "pw")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let customer = &body["customerWithVehicles"]["customer"];
+    assert_eq!(customer["firstName"], "Mary");
+    assert_eq!(
+        customer["emails"].as_array().map(Vec::len),
+        Some(1),
+        "no duplicated children"
+    );
+    assert_eq!(
+        body["customerWithVehicles"]["vehicles"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn subscriber_commands_take_effect_on_a_running_server() {
+    let db = TestDb::new(crate::helpers::Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("customers.jsonl");
+    std::fs::write(&file, FIXTURE).expect("write");
+    ok(&server(
+        &[
+            "import",
+            "--database-url",
+            &db.url,
+            file.to_str().expect("utf8"),
+        ],
+        None,
+    ));
+    let added = ok(&server(
+        &[
+            "subscriber",
+            "add",
+            "--database-url",
+            &db.url,
+            "--username",
+            "ops",
+            "--password-stdin",
+            "--department",
+            "dept-north",
+            "--scope",
+            "customer.search",
+        ],
+        Some("first-pw\n"),
+    ));
+    assert!(added.contains("added subscriber ops"));
+    let served = Served::start(&db.url, &["--no-demo"]);
+    assert_eq!(
+        get(&served.base, ORDER_1001, "ops", "first-pw")
+            .await
+            .status(),
+        200
+    );
+
+    ok(&server(
+        &[
+            "subscriber",
+            "passwd",
+            "--database-url",
+            &db.url,
+            "--username",
+            "ops",
+            "--password-stdin",
+        ],
+        Some("second-pw\n"),
+    ));
+    assert_eq!(
+        get(&served.base, ORDER_1001, "ops", "first-pw")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        get(&served.base, ORDER_1001, "ops", "second-pw")
+            .await
+            .status(),
+        200
+    );
+
+    ok(&server(
+        &[
+            "subscriber",
+            "remove",
+            "--database-url",
+            &db.url,
+            "--username",
+            "ops",
+        ],
+        None,
+    ));
+    assert_eq!(
+        get(&served.base, ORDER_1001, "ops", "second-pw")
+            .await
+            .status(),
+        401
+    );
+
+    let missing = server(
+        &[
+            "subscriber",
+            "remove",
+            "--database-url",
+            &db.url,
+            "--username",
+            "ops",
+        ],
+        None,
+    );
+    assert!(!missing.status.success());
+}
+
+#[tokio::test]
+async fn a_new_embedded_database_gets_the_demo_data() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let served = Served::start(&url, &[]);
+    assert!(
+        served.banner.contains("`demo` / `demo-password`"),
+        "{}",
+        served.banner
+    );
+    assert!(
+        served.banner.contains("curl -u demo:demo-password"),
+        "{}",
+        served.banner
+    );
+    let demo = "/customer/v2/department/demo-department/entity/ORDER/1001/customer";
+    let response = get(&served.base, demo, "demo", "demo-password").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    let expected: Value =
+        serde_json::from_str(include_str!("../../demo/demo.jsonl")).expect("demo");
+    assert_eq!(
+        body["customerWithVehicles"]["customer"],
+        expected["customer"]
+    );
+    assert_eq!(
+        body["customerWithVehicles"]["vehicles"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    // Every field of the spec's customer is filled in the demo customer.
+    let spec: Value = serde_yaml::from_str(include_str!("../../../openapi.yaml")).expect("spec");
+    for schema in [
+        "Customer",
+        "Vehicle",
+        "Email",
+        "PhoneNumber",
+        "Address",
+        "BestTimeToContact",
+    ] {
+        let properties = spec["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .expect("properties");
+        let sample = match schema {
+            "Customer" => &body["customerWithVehicles"]["customer"],
+            "Vehicle" => &body["customerWithVehicles"]["vehicles"][1],
+            "Email" => &body["customerWithVehicles"]["customer"]["emails"][0],
+            "PhoneNumber" => &body["customerWithVehicles"]["customer"]["phoneNumbers"][0],
+            "Address" => &body["customerWithVehicles"]["customer"]["addresses"][0],
+            _ => &body["customerWithVehicles"]["customer"]["bestTimeToContact"],
+        };
+        for field in properties.keys() {
+            assert!(!sample[field].is_null(), "demo {schema} lacks {field}");
+        }
+    }
+    drop(served);
+
+    // A second start on the same file keeps the data and loads nothing twice.
+    let again = Served::start(&url, &[]);
+    assert!(again.banner.contains("demo-password"));
+    assert_eq!(
+        get(&again.base, demo, "demo", "demo-password")
+            .await
+            .status(),
+        200
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("empty.db").display());
+    let bare = Served::start(&url, &["--no-demo"]);
+    assert!(!bare.banner.contains("demo-password"));
+    assert_eq!(
+        get(&bare.base, demo, "demo", "demo-password")
+            .await
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let mut served = Served::start(&url, &["--no-demo"]);
+    let pid = served.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = served.child.wait().expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let out = ok(&server(&["migrate", "--database-url", &url], None));
+    assert!(out.contains("database is up to date"), "{out}");
+    assert!(dir.path().join("m.db").exists());
+}

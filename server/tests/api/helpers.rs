@@ -1,0 +1,274 @@
+//! `spawn_app`: the real server on a random port, on a fresh SQLite file or a throwaway
+//! PostgreSQL database, and an HTTP client to talk to it.
+
+use linked_customer_server::auth::{SEARCH_SCOPE, hash_password};
+use linked_customer_server::domain::DepartmentToken;
+use linked_customer_server::startup::{self, AppState};
+use linked_customer_server::store::{self, Store};
+use serde_json::Value;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// A database for one test: a file in a temporary folder, or a PostgreSQL database created on
+/// the server named by `TEST_POSTGRES_URL` and dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary folder");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("TEST_POSTGRES_URL").expect(
+                    "TEST_POSTGRES_URL is not set: run the tests with `cargo xtask test` (or \
+                     `cargo xtask ci`), which starts PostgreSQL, or set it to \
+                     postgres://USER:PASSWORD@HOST:PORT/postgres for a role that may create databases",
+                );
+                let name = format!("lc_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to TEST_POSTGRES_URL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the test database");
+                let url = match admin.rsplit_once('/') {
+                    Some((server, _)) => format!("{server}/{name}"),
+                    None => panic!("TEST_POSTGRES_URL has no database part"),
+                };
+                TestDb {
+                    url,
+                    _dir: None,
+                    postgres: Some((admin, name)),
+                }
+            }
+        }
+    }
+}
+
+use sqlx::Connection;
+
+impl TestDb {
+    /// PostgreSQL only: refuse new connections to this database and end the open ones, as if
+    /// the database server had gone away.
+    pub async fn make_unreachable(&self) {
+        let (admin, name) = self.postgres.as_ref().expect("a PostgreSQL test database");
+        let mut conn = sqlx::postgres::PgConnection::connect(admin)
+            .await
+            .expect("connect as admin");
+        for statement in [
+            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .expect("statement");
+        }
+    }
+}
+
+impl TestDb {
+    /// Runs one statement on this database behind the server's back.
+    pub async fn execute(&self, statement: &'static str) {
+        if self.postgres.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            sqlx::query(statement)
+                .execute(&mut conn)
+                .await
+                .expect("statement");
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            sqlx::query(statement)
+                .execute(&mut conn)
+                .await
+                .expect("statement");
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub store: Arc<dyn Store>,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+}
+
+pub const DEPARTMENT: &str = "dept-north";
+pub const OTHER_DEPARTMENT: &str = "dept-south";
+pub const USER: &str = "reader";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The server on a random port with a fresh database holding the fixture customers and the
+/// subscriber `reader`, granted `customer.search` on `dept-north` only.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let app = spawn_empty(backend).await;
+    let records = linked_customer_server::import::parse(FIXTURE).expect("fixture parses");
+    app.store.import(&records).await.expect("fixture imports");
+    app.add_subscriber(USER, PASSWORD, &[DEPARTMENT], SEARCH_SCOPE)
+        .await;
+    app
+}
+
+/// The server on a random port with a fresh, empty database.
+pub async fn spawn_empty(backend: Backend) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let opened = store::open(&db.url).await.expect("open the test database");
+    let state = AppState::new(opened.store.clone(), Duration::from_secs(60)).expect("state");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a random port");
+    let port = listener.local_addr().expect("local address").port();
+    let server = startup::run(listener, state).expect("server starts");
+    tokio::spawn(server);
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        store: opened.store,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        db,
+    }
+}
+
+pub const FIXTURE: &str = include_str!("../fixtures/customers.jsonl");
+
+impl TestApp {
+    pub async fn add_subscriber(
+        &self,
+        username: &str,
+        password: &str,
+        departments: &[&str],
+        scope: &str,
+    ) {
+        let departments: Vec<DepartmentToken> = departments
+            .iter()
+            .map(|d| DepartmentToken::parse(d).expect("valid token"))
+            .collect();
+        self.store
+            .add_subscriber(
+                username,
+                &hash_password(password).expect("hash"),
+                &departments,
+                &[scope.to_string()],
+            )
+            .await
+            .expect("add subscriber");
+    }
+
+    /// The body of an unauthenticated GET of `path`.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await.expect("sent");
+        response.text().await.expect("body")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn customer_path(department: &str, entity: &str, entity_id: &str) -> String {
+        format!("/customer/v2/department/{department}/entity/{entity}/{entity_id}/customer")
+    }
+
+    /// GET of getLinkedCustomer as `reader`.
+    pub async fn get_customer(
+        &self,
+        department: &str,
+        entity: &str,
+        entity_id: &str,
+    ) -> reqwest::Response {
+        self.get_customer_as(department, entity, entity_id, Some((USER, PASSWORD)))
+            .await
+    }
+
+    pub async fn get_customer_as(
+        &self,
+        department: &str,
+        entity: &str,
+        entity_id: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .get(self.url(&Self::customer_path(department, entity, entity_id)));
+        if let Some((user, password)) = credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        request.send().await.expect("request sent")
+    }
+}
+
+/// Reads an error envelope and returns its error codes, checking its shape on the way.
+pub async fn error_codes(response: reqwest::Response) -> Vec<i64> {
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+    );
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["warnings"], Value::Array(vec![]), "{body}");
+    let errors = body["errors"].as_array().expect("errors array");
+    assert!(!errors.is_empty(), "{body}");
+    errors
+        .iter()
+        .map(|e| {
+            assert!(
+                e["errorTitle"].is_string() && e["errorMessage"].is_string(),
+                "{e}"
+            );
+            e["errorCode"].as_i64().expect("errorCode")
+        })
+        .collect()
+}
