@@ -1,9 +1,14 @@
 //! `cargo xtask <command>`: the project's checks, generators and test drivers, in Rust so that
 //! there are no shell scripts to remember (see `cargo xtask --help`).
 
+mod browser;
 mod ci;
+mod clients;
 mod codegen;
+mod contract;
 mod postgres;
+mod server;
+mod spec_diff;
 mod spec_lint;
 mod tools;
 mod util;
@@ -38,6 +43,32 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run schemathesis on openapi.yaml against fresh servers (SQLite, then PostgreSQL) with the
+    /// demo fixture, or with --base-url against a running deployment, starting nothing.
+    Contract {
+        /// The root URL of a running deployment to test (the API is below /customer).
+        #[arg(long, requires_all = ["user", "password"])]
+        base_url: Option<String>,
+        /// The subscriber's username (with --base-url).
+        #[arg(long, requires = "base_url")]
+        user: Option<String>,
+        /// The subscriber's password (with --base-url).
+        #[arg(long, requires = "base_url")]
+        password: Option<String>,
+        /// The department that positive cases ask for (default: the spec's `demo-department`).
+        #[arg(long, requires = "base_url")]
+        department: Option<String>,
+    },
+    /// Generate Python and TypeScript clients from openapi.yaml and run each against the server.
+    Clients,
+    /// Drive Swagger UI in headless Chromium: Authorize, Try it out, Execute, expect the 200.
+    Browser,
+    /// Fail on breaking changes in openapi.yaml since a git ref (optic's breaking-change checks).
+    SpecDiff {
+        /// The ref to compare with (default: the newest tag, else the first commit with the spec).
+        #[arg(long)]
+        base: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +78,20 @@ fn main() -> std::process::ExitCode {
         Command::Test => ci::tests(),
         Command::SpecLint { file } => spec_lint::run(file.as_deref()),
         Command::Codegen { check } => codegen::run(check),
+        Command::Contract {
+            base_url,
+            user,
+            password,
+            department,
+        } => contract::run(base_url.map(|base_url| contract::Deployment {
+            base_url,
+            user: user.unwrap_or_default(),
+            password: password.unwrap_or_default(),
+            department,
+        })),
+        Command::Clients => clients::run(),
+        Command::Browser => browser::run(),
+        Command::SpecDiff { base } => spec_diff::run(base.as_deref()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

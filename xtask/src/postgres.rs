@@ -24,7 +24,7 @@ pub fn admin_url() -> Result<String> {
         start.args([&version, &name, "start"]);
         run(start).context("could not start the PostgreSQL cluster")?;
     }
-    let password = random_hex()?;
+    let password = test_role_password()?;
     let sql = format!(
         "DO $$ BEGIN \
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN \
@@ -54,37 +54,12 @@ fn has(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn is_root() -> bool {
-    capture({
-        let mut id = Command::new("id");
-        id.arg("-u");
-        id
-    })
-    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 fn install() -> Result<()> {
-    if !is_root() {
-        bail!(
-            "PostgreSQL is not installed and this is not root: install it (Debian: apt-get install postgresql) \
-             or set TEST_POSTGRES_URL=postgres://USER:PASSWORD@HOST:PORT/postgres"
-        );
-    }
-    println!("PostgreSQL is not installed: installing Debian's package");
-    let mut update = Command::new("apt-get");
-    update.args(["update", "-q"]);
-    run(update)?;
-    let mut install = Command::new("apt-get");
-    install
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "postgresql",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run(install)
+    crate::util::apt_install(
+        &["postgresql"],
+        "PostgreSQL is not installed and this is not root: install it (Debian: apt-get install postgresql) \
+         or set TEST_POSTGRES_URL=postgres://USER:PASSWORD@HOST:PORT/postgres",
+    )
 }
 
 /// The first local cluster: (version, name, port, status).
@@ -115,7 +90,7 @@ fn cluster() -> Result<(String, String, String, String)> {
 fn as_postgres_user(command: &str, input: &str) -> Result<std::process::Output> {
     use std::io::Write;
     use std::process::Stdio;
-    if !is_root() {
+    if !crate::util::is_root() {
         bail!(
             "creating the test role needs root (to act as the postgres user); set TEST_POSTGRES_URL instead"
         );
@@ -139,6 +114,22 @@ fn as_postgres_user(command: &str, input: &str) -> Result<std::process::Output> 
         .context("no stdin")?
         .write_all(input.as_bytes())?;
     Ok(child.wait_with_output()?)
+}
+
+/// The test role's password: random, made once per checkout and kept in the git-ignored
+/// `.tools/` folder, so that concurrent runs (which each set it) agree on it.
+fn test_role_password() -> Result<String> {
+    let path = crate::util::root().join(".tools/postgres-test-password");
+    if let Ok(password) = std::fs::read_to_string(&path)
+        && password.len() == 32
+        && password.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Ok(password);
+    }
+    let password = random_hex()?;
+    std::fs::create_dir_all(path.parent().context("no parent")?)?;
+    std::fs::write(&path, &password)?;
+    Ok(password)
 }
 
 fn random_hex() -> Result<String> {

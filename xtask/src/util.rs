@@ -26,15 +26,29 @@ pub fn banner(title: &str) {
 
 /// Renders a command line the way a person would type it (for "rerun with" hints).
 pub fn display(cmd: &Command) -> String {
-    // Environment values are not shown: they may hold passwords (TEST_POSTGRES_URL).
     let mut parts: Vec<String> = cmd
         .get_envs()
-        .filter(|(k, _)| !k.to_string_lossy().contains("POSTGRES"))
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .filter_map(|(key, value)| Some((key.to_string_lossy(), value?.to_string_lossy())))
+        .map(|(key, value)| format!("{key}={}", shown_env_value(&key, &value)))
         .collect();
     parts.push(shell_word(cmd.get_program()));
     parts.extend(cmd.get_args().map(shell_word));
     parts.join(" ")
+}
+
+/// What a command line shows of an environment variable: never a secret, nor a long search path.
+fn shown_env_value(key: &str, value: &str) -> String {
+    let key = key.to_ascii_uppercase();
+    if ["PASSWORD", "SECRET", "TOKEN", "POSTGRES", "DATABASE_URL"]
+        .iter()
+        .any(|word| key.contains(word))
+    {
+        "***".to_string()
+    } else if value.len() > 80 {
+        "…".to_string()
+    } else {
+        shell_word(OsStr::new(value))
+    }
 }
 
 fn shell_word(word: &OsStr) -> String {
@@ -84,4 +98,28 @@ pub fn capture(mut cmd: Command) -> Result<Output> {
 /// `cargo` as the one running xtask (respects `CARGO` set by cargo itself).
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// True when this process runs as root (and so may install Debian packages).
+pub fn is_root() -> bool {
+    let mut id = Command::new("id");
+    id.arg("-u");
+    capture(id).is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Installs Debian packages with apt-get (as root); `hint` says what to do otherwise.
+pub fn apt_install(packages: &[&str], hint: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{hint}");
+    }
+    banner(&format!("installing Debian's {}", packages.join(", ")));
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-q"]);
+    run(update).context(hint.to_string())?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(install).context(hint.to_string())
 }

@@ -1,0 +1,235 @@
+//! The real server for xtask's end-to-end steps (contract tests, other-language clients, the
+//! browser test): built, given a fresh database with fixture data and a subscriber, started on
+//! a free port, and stopped (its database dropped) when the handle is dropped.
+
+use crate::util::{cargo, root, run};
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the fresh database lives.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Sqlite,
+    /// A throwaway database on the PostgreSQL server of this admin URL (see `postgres.rs`).
+    Postgres {
+        admin_url: String,
+    },
+}
+
+/// The fixture every end-to-end step uses: the demo customer (linked to `ORDER` 1001 and
+/// `APPOINTMENT` 2001 of `demo-department`, every field filled, two vehicles), which the spec's
+/// examples name, so example-driven requests reach a real 200.
+pub const FIXTURES: &[&str] = &["server/demo/demo.jsonl"];
+pub const DEPARTMENT: &str = "demo-department";
+pub const USER: &str = "xtask";
+/// An entity with no linked customer in the fixture (for a 204).
+pub const UNLINKED_ORDER: i64 = 999_999;
+
+pub struct TestServer {
+    /// The server root, e.g. `http://127.0.0.1:40123` (the API is below `/customer`).
+    pub base_url: String,
+    pub user: String,
+    pub password: String,
+    pub department: String,
+    pub log: PathBuf,
+    child: Child,
+    dropped_database: Option<(String, String)>,
+}
+
+/// Builds `linked-customer-server` (debug) and returns the path of the binary.
+pub fn build() -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "--quiet", "-p", "linked-customer-server"]);
+    run(build)?;
+    Ok(target_dir().join("debug/linked-customer-server"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn random_suffix() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl TestServer {
+    pub fn start(database: &Database) -> Result<TestServer> {
+        let binary = build()?;
+        let suffix = random_suffix()?;
+        let work = target_dir().join("xtask/servers").join(&suffix);
+        std::fs::create_dir_all(&work)?;
+        let (database_url, dropped_database) = match database {
+            Database::Sqlite => (
+                format!("sqlite://{}", work.join("db.sqlite").display()),
+                None,
+            ),
+            Database::Postgres { admin_url } => {
+                let name = format!("lc_xtask_{suffix}");
+                psql(admin_url, &format!("CREATE DATABASE {name}"))?;
+                let (server, _) = admin_url
+                    .rsplit_once('/')
+                    .context("the PostgreSQL admin URL has no database part")?;
+                (format!("{server}/{name}"), Some((admin_url.clone(), name)))
+            }
+        };
+        for fixture in FIXTURES {
+            let mut import = Command::new(&binary);
+            import
+                .args(["import", "--database-url", &database_url])
+                .arg(root().join(fixture));
+            quiet(import).with_context(|| format!("importing {fixture}"))?;
+        }
+        let password = format!("pw-{}", random_suffix()?);
+        let mut add = Command::new(&binary);
+        add.args([
+            "subscriber",
+            "add",
+            "--database-url",
+            &database_url,
+            "--username",
+            USER,
+            "--password-stdin",
+            "--department",
+            DEPARTMENT,
+            "--scope",
+            "customer.search",
+        ]);
+        with_stdin(add, &format!("{password}\n")).context("adding the test subscriber")?;
+
+        let log = work.join("server.log");
+        let mut child = Command::new(&binary)
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--no-demo",
+                "--database-url",
+                &database_url,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting linked-customer-server")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(base) = line.strip_prefix("listening on ") {
+                    let _ = sender.send(base.to_string());
+                }
+            }
+        });
+        let mut server = TestServer {
+            base_url: String::new(),
+            user: USER.to_string(),
+            password,
+            department: DEPARTMENT.to_string(),
+            log,
+            child,
+            dropped_database,
+        };
+        match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => server.base_url = base,
+            Err(_) => bail!(
+                "the server did not start within 60 s; its log: {}",
+                server.log.display()
+            ),
+        }
+        server.wait_healthy()?;
+        println!(
+            "server {} on {} (log: {})",
+            server.base_url,
+            match database {
+                Database::Sqlite => "SQLite",
+                Database::Postgres { .. } => "PostgreSQL",
+            },
+            server.log.display()
+        );
+        Ok(server)
+    }
+
+    fn wait_healthy(&self) -> Result<()> {
+        let address = self
+            .base_url
+            .strip_prefix("http://")
+            .context("base URL is not http")?
+            .to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+                let _ = stream.write_all(
+                    format!(
+                        "GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                let mut answer = String::new();
+                let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+                if answer.starts_with("HTTP/1.1 200") {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("{}/healthz did not answer 200 within 30 s", self.base_url)
+    }
+
+    /// The API's base URL (the spec's `servers[0].url` below the server root).
+    pub fn api_url(&self) -> String {
+        format!("{}/customer", self.base_url)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some((admin_url, name)) = self.dropped_database.take() {
+            let _ = psql(
+                &admin_url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+fn quiet(mut cmd: Command) -> Result<()> {
+    let output = cmd.output()?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+fn with_stdin(mut cmd: Command, input: &str) -> Result<()> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(input.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+/// One SQL statement through `psql` (the client comes with the PostgreSQL packages).
+fn psql(url: &str, statement: &str) -> Result<()> {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", statement]);
+    quiet(cmd).with_context(|| format!("psql: {statement}"))
+}
