@@ -258,15 +258,17 @@ fn hey_api(spec: &Path, dir: &Path) -> Command {
     cmd
 }
 
-/// openapi-generator is a Java program (the jar inside the openapi-generator-cli wheel).
+/// openapi-generator is a Java program (the jar inside the openapi-generator-cli wheel):
+/// Debian's Java runtime is installed where it is missing (as root).
 fn ensure_java() -> Result<()> {
     let mut java = Command::new("java");
     java.arg("-version");
     match capture(java) {
         Ok(output) if output.status.success() => Ok(()),
-        _ => bail!(
+        _ => crate::util::apt_install(
+            &["default-jre-headless"],
             "openapi-generator needs Java 11 or newer, and `java -version` failed: install a \
-             Java runtime (Debian: apt-get install default-jre-headless)"
+             Java runtime (Debian: apt-get install default-jre-headless)",
         ),
     }
 }
