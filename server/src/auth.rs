@@ -24,6 +24,9 @@ use tokio::sync::Semaphore;
 /// The scope getLinkedCustomer needs on the department in its path.
 pub const SEARCH_SCOPE: &str = "customer.search";
 
+/// The longest a request waits for its turn at a password check.
+const HASHING_WAIT: Duration = Duration::from_secs(2);
+
 /// A username and password read from an `Authorization: Basic` header.
 pub struct Credentials {
     pub username: String,
@@ -50,13 +53,20 @@ pub fn parse_basic(header: &str) -> Option<Credentials> {
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (username, password) = text.split_once(':')?;
-    if username.is_empty() {
+    if !is_valid_username(username) {
         return None;
     }
     Some(Credentials {
         username: username.to_string(),
         password: password.to_string(),
     })
+}
+
+/// What a subscriber may be called: 1 to 64 characters, no control characters (which some
+/// databases refuse in text) and no `:` (which ends the username in a Basic header).
+pub fn is_valid_username(username: &str) -> bool {
+    (1..=64).contains(&username.chars().count())
+        && !username.chars().any(|c| c.is_control() || c == ':')
 }
 
 /// Hashes a new password for storage (argon2id, random salt, PHC string).
@@ -89,21 +99,24 @@ pub struct Authenticator {
     verified: Mutex<HashMap<[u8; 32], Verified>>,
     /// Bounds the CPU that argon2 can take, however many bad passwords arrive at once.
     hashing: Semaphore,
+    /// Checked against when the username is unknown (see `authorize`).
+    decoy_hash: String,
 }
 
 impl Authenticator {
-    pub fn new(ttl: Duration) -> Authenticator {
+    pub fn new(ttl: Duration) -> anyhow::Result<Authenticator> {
         let mut key = [0u8; 32];
         key[..16].copy_from_slice(&argon2::password_hash::generate_salt());
         key[16..].copy_from_slice(&argon2::password_hash::generate_salt());
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Authenticator {
+        Ok(Authenticator {
             key,
             ttl,
             capacity: 10_000,
             verified: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(cores),
-        }
+            decoy_hash: hash_password("a password that no request will match")?,
+        })
     }
 
     fn cache_key(&self, header: &str) -> [u8; 32] {
@@ -127,22 +140,17 @@ impl Authenticator {
             .subscriber_access(&credentials.username, department, scope)
             .await?;
         let Some(access) = access else {
+            // An unknown username costs the same password check as a known one, so that the
+            // time to answer does not tell which usernames exist.
+            self.verify(&credentials.password, &self.decoy_hash).await?;
             return Err(ApiError::NotAuthorized);
         };
         let key = self.cache_key(header);
         if !self.is_cached(&key, access.subscriber_id, &access.password_hash) {
-            let permit = self
-                .hashing
-                .acquire()
-                .await
-                .map_err(|err| anyhow::anyhow!("password check unavailable: {err}"))?;
-            let password = credentials.password.clone();
-            let stored = access.password_hash.clone();
-            let ok = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
-                .await
-                .map_err(|err| anyhow::anyhow!("password check failed: {err}"))?;
-            drop(permit);
-            if !ok {
+            if !self
+                .verify(&credentials.password, &access.password_hash)
+                .await?
+            {
                 return Err(ApiError::NotAuthorized);
             }
             self.remember(key, access.subscriber_id, access.password_hash);
@@ -152,6 +160,22 @@ impl Authenticator {
         } else {
             Err(ApiError::NotAuthorized)
         }
+    }
+
+    /// argon2 off the async threads, at most one check per core at a time. A request that
+    /// cannot get its turn within [`HASHING_WAIT`] (a flood of bad passwords) is refused like
+    /// a wrong password rather than left waiting; verified credentials stay cached and fast.
+    async fn verify(&self, password: &str, stored: &str) -> Result<bool, ApiError> {
+        let Ok(permit) = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire()).await else {
+            tracing::warn!("password checks are saturated; a request was refused");
+            return Ok(false);
+        };
+        let _permit = permit.map_err(|err| anyhow::anyhow!("password check unavailable: {err}"))?;
+        let (password, stored) = (password.to_string(), stored.to_string());
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+            .await
+            .map_err(|err| anyhow::anyhow!("password check failed: {err}"))?;
+        Ok(ok)
     }
 
     fn is_cached(&self, key: &[u8; 32], subscriber_id: i64, password_hash: &str) -> bool {
@@ -210,6 +234,8 @@ mod tests {
         assert_eq!(creds.password, "pa:ss");
         assert!(parse_basic(&basic("nocolon")).is_none());
         assert!(parse_basic(&basic(":pw")).is_none());
+        assert!(parse_basic(&basic("de\0mo:pw")).is_none());
+        assert!(parse_basic(&basic(&format!("{}:pw", "u".repeat(65)))).is_none());
         assert!(parse_basic("Bearer abc").is_none());
         assert!(parse_basic("Basic !!!").is_none());
         assert!(parse_basic("Basic").is_none());

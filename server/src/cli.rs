@@ -222,6 +222,12 @@ async fn subscriber(command: SubscriberCommand) -> Result<()> {
             departments,
             scopes,
         } => {
+            if !crate::auth::is_valid_username(&username) {
+                bail!(
+                    "a username must be 1 to 64 characters, without `:` or control characters \
+                     (got {username:?})"
+                );
+            }
             let departments = departments
                 .iter()
                 .map(|d| DepartmentToken::parse(d).map_err(anyhow::Error::msg))

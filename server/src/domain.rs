@@ -14,9 +14,10 @@ impl DepartmentToken {
     pub fn parse(text: &str) -> Result<DepartmentToken, String> {
         if text.is_empty() || text.len() > Self::MAX_LEN {
             return Err(format!(
-                "serviceSubscriberDepartmentToken must be 1 to {} characters long (got {}).",
+                "serviceSubscriberDepartmentToken must be 1 to {} characters of A-Z, a-z, 0-9, _ \
+                 and - (got {} bytes).",
                 Self::MAX_LEN,
-                text.chars().count()
+                text.len()
             ));
         }
         if !text

@@ -47,7 +47,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
         Ok(AppState {
             store,
-            auth: Authenticator::new(auth_cache_ttl),
+            auth: Authenticator::new(auth_cache_ttl)?,
             metrics: Metrics::new()?,
             spec: Spec::load()?,
         })

@@ -81,6 +81,16 @@ impl Metrics {
     }
 }
 
+/// A bounded set of method labels: any client can invent methods, and each new label value
+/// would be a new time series kept for the life of the process.
+fn method_label(method: &actix_web::http::Method) -> String {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    let name = method.as_str();
+    if KNOWN.contains(&name) { name } else { "OTHER" }.to_string()
+}
+
 /// The request id of the current request, as set by [`observe`].
 #[derive(Clone)]
 pub struct RequestId(pub String);
@@ -113,7 +123,7 @@ pub async fn observe(
         || "unmatched".to_string(),
         |pattern| pattern.replace(":[^/]*}", "}"),
     );
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let metrics = request
         .app_data::<web::Data<crate::startup::AppState>>()
         .cloned();

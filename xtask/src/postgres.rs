@@ -11,7 +11,9 @@ const ROLE: &str = "linked_customer_test";
 
 /// A URL for a role that may create databases, e.g. `postgres://u:p@127.0.0.1:5432/postgres`.
 pub fn admin_url() -> Result<String> {
-    if let Ok(url) = std::env::var("TEST_POSTGRES_URL") {
+    if let Ok(url) = std::env::var("TEST_POSTGRES_URL")
+        && !url.is_empty()
+    {
         return Ok(url);
     }
     banner("making PostgreSQL available for the tests");

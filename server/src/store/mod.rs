@@ -131,17 +131,37 @@ pub async fn open(url: &str) -> Result<Opened> {
     }
 }
 
-/// The URL with any password replaced, for logs and messages.
+/// The URL with any password replaced (in the user part and in `password`-like query
+/// parameters), for logs and messages.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        },
+        None => base.to_string(),
+    };
+    match query {
+        None => base,
+        Some(query) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", pairs.join("&"))
         }
-        None => url.to_string(),
     }
 }
 
@@ -158,6 +178,10 @@ mod tests {
         assert_eq!(
             redact("sqlite://linked-customer.db"),
             "sqlite://linked-customer.db"
+        );
+        assert_eq!(
+            redact("postgres://app@db/lc?sslmode=require&password=s3cret&sslpassword=k"),
+            "postgres://app@db/lc?sslmode=require&password=***&sslpassword=***"
         );
     }
 }

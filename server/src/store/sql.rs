@@ -101,7 +101,8 @@ fn position(index: usize) -> Result<i32> {
 }
 
 macro_rules! sql_store {
-    ($name:ident, $db:ty) => {
+    // `$snapshot`: the statement, if any, that makes a transaction read from one snapshot.
+    ($name:ident, $db:ty, $snapshot:expr) => {
         pub struct $name {
             pool: sqlx::Pool<$db>,
         }
@@ -125,30 +126,39 @@ macro_rules! sql_store {
                 entity: Entity,
                 entity_id: EntityId,
             ) -> Result<Option<CustomerWithVehicles>> {
+                // One transaction, so that a re-import running meanwhile is seen whole or not
+                // at all: the customer row and its child rows come from one snapshot.
+                let mut tx = self.pool.begin().await?;
+                if let Some(statement) = $snapshot {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
                 let Some(row) = sqlx::query_as::<_, CustomerRow>(SELECT_LINKED_CUSTOMER)
                     .bind(department.as_str())
                     .bind(entity.as_str())
                     .bind(entity_id.get())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?
                 else {
                     return Ok(None);
                 };
                 let id = row.row_id;
-                let (emails, phone_numbers, addresses, vehicles) = tokio::try_join!(
-                    sqlx::query_as::<_, EmailRow>(SELECT_EMAILS)
-                        .bind(id)
-                        .fetch_all(&self.pool),
-                    sqlx::query_as::<_, PhoneNumberRow>(SELECT_PHONE_NUMBERS)
-                        .bind(id)
-                        .fetch_all(&self.pool),
-                    sqlx::query_as::<_, AddressRow>(SELECT_ADDRESSES)
-                        .bind(id)
-                        .fetch_all(&self.pool),
-                    sqlx::query_as::<_, VehicleRow>(SELECT_VEHICLES)
-                        .bind(id)
-                        .fetch_all(&self.pool),
-                )?;
+                let emails = sqlx::query_as::<_, EmailRow>(SELECT_EMAILS)
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let phone_numbers = sqlx::query_as::<_, PhoneNumberRow>(SELECT_PHONE_NUMBERS)
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let addresses = sqlx::query_as::<_, AddressRow>(SELECT_ADDRESSES)
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let vehicles = sqlx::query_as::<_, VehicleRow>(SELECT_VEHICLES)
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 let addresses = addresses
                     .into_iter()
                     .map(Address::try_from)
@@ -370,5 +380,11 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite);
-sql_store!(PgStore, sqlx::Postgres);
+// A read transaction in SQLite (WAL) already sees one snapshot; PostgreSQL's default, READ
+// COMMITTED, takes a new one per statement.
+sql_store!(SqliteStore, sqlx::Sqlite, None::<&'static str>);
+sql_store!(
+    PgStore,
+    sqlx::Postgres,
+    Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+);

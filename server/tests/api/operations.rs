@@ -73,6 +73,14 @@ async fn metrics_count_requests_by_route_and_status() {
     let app = spawn_app(Backend::Sqlite).await;
     app.get_customer(DEPARTMENT, "ORDER", "1001").await;
     app.get_customer(DEPARTMENT, "ORDER", "0").await;
+    for invented in ["FOO", "BAR", "BAZ"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).expect("method");
+        app.client
+            .request(method, app.url("/healthz"))
+            .send()
+            .await
+            .expect("sent");
+    }
     let text = app.get_text("/metrics").await;
     let route = "/customer/v2/department/{serviceSubscriberDepartmentToken}/entity/{entity}/{entityId}/customer";
     for status in ["200", "400"] {
@@ -81,6 +89,12 @@ async fn metrics_count_requests_by_route_and_status() {
         assert!(text.contains(&line), "missing {line} in\n{text}");
     }
     assert!(text.contains("http_request_duration_seconds_bucket"));
+    // Invented methods share one label: a client cannot grow the metrics without bound.
+    assert!(
+        text.contains(r#"http_requests_total{method="OTHER",route="/healthz",status="405"} 3"#),
+        "{text}"
+    );
+    assert!(!text.contains("FOO"));
     assert!(
         !text.contains(DEPARTMENT),
         "metrics must not carry path values"
