@@ -10,7 +10,7 @@ use crate::store::Store;
 use crate::telemetry::{self, Metrics};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpServer, guard, web};
 use anyhow::Context;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -66,15 +66,15 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                 web::scope("/customer").service(
                     web::resource(ROUTE)
                         .name("getLinkedCustomer")
-                        .route(web::get().to(get_linked_customer))
-                        .default_service(method_not_allowed("GET")),
+                        .route(get_or_head().to(get_linked_customer))
+                        .default_service(method_not_allowed(ALLOW)),
                 ),
             )
-            .service(get_only("/healthz", web::get().to(healthz)))
-            .service(get_only("/readyz", web::get().to(readyz)))
-            .service(get_only("/metrics", web::get().to(metrics)))
-            .service(get_only("/openapi.yaml", web::get().to(openapi_yaml)))
-            .service(get_only("/openapi.json", web::get().to(openapi_json)))
+            .service(get_only("/healthz", get_or_head().to(healthz)))
+            .service(get_only("/readyz", get_or_head().to(readyz)))
+            .service(get_only("/metrics", get_or_head().to(metrics)))
+            .service(get_only("/openapi.yaml", get_or_head().to(openapi_yaml)))
+            .service(get_only("/openapi.json", get_or_head().to(openapi_json)))
             .service(web::redirect("/swagger-ui", "/swagger-ui/"))
             .service(SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/openapi.yaml")))
             .default_service(web::to(not_found))
@@ -86,8 +86,16 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     Ok(server)
 }
 
+/// What every path here allows: GET, and HEAD wherever GET works (RFC 9110; load balancers
+/// probe with it). actix-web sends a HEAD answer's headers without its body.
+const ALLOW: &str = "GET, HEAD";
+
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 fn get_only(path: &str, route: actix_web::Route) -> actix_web::Resource {
     web::resource(path)
         .route(route)
-        .default_service(method_not_allowed("GET"))
+        .default_service(method_not_allowed(ALLOW))
 }

@@ -4,7 +4,9 @@
 //! `--base-url`, against a running deployment, starting nothing.
 //!
 //! Settings that have no command-line option (where schemathesis keeps its crash records, and
-//! that its warnings fail the run) are in `schemathesis.toml` at the repository root.
+//! that its warnings fail the run) are in `schemathesis.toml` at the repository root, and so are
+//! the credentials, as placeholders for environment variables: schemathesis' `--auth` would put
+//! the password on a command line.
 
 use crate::server::{DEPARTMENT, Database, TestServer};
 use crate::tools::{ensure_python, python_tool};
@@ -23,6 +25,10 @@ const SEED: u64 = 1;
 const MAX_EXAMPLES: u32 = 500;
 /// The path parameter whose example `--department` replaces.
 const DEPARTMENT_PARAMETER: &str = "serviceSubscriberDepartmentToken";
+/// The environment variables that `[auth.basic]` in `schemathesis.toml` takes the Basic auth
+/// credentials from.
+const USER_VARIABLE: &str = "LC_CONTRACT_USER";
+const PASSWORD_VARIABLE: &str = "LC_CONTRACT_PASSWORD";
 
 /// A running deployment to test instead of servers of our own.
 pub struct Deployment {
@@ -205,15 +211,17 @@ impl Suite {
         report_dir().join(format!("events-{}.ndjson", self.label))
     }
 
-    /// The command line, with the given `--auth` value.
-    fn command(&self, auth: &str) -> Command {
+    /// The command line; the credentials go in the environment, where `[auth.basic]` of
+    /// `schemathesis.toml` reads them (a command line is visible to every user in `ps`).
+    fn command(&self) -> Command {
         let mut cmd = python_tool("st");
-        cmd.arg("--config-file")
+        cmd.env(USER_VARIABLE, &self.user)
+            .env(PASSWORD_VARIABLE, &self.password)
+            .arg("--config-file")
             .arg(root().join("schemathesis.toml"))
             .arg("run")
             .arg(&self.spec)
             .args(["--url", &self.api_url])
-            .args(["--auth", auth])
             .args(["--checks", "all"])
             .args(["--mode", "all"])
             .args(["--phases", "examples,coverage,fuzzing"])
@@ -237,9 +245,9 @@ impl Suite {
         // Schemathesis replays the requests of its cache (`cache.directory` in schemathesis.toml)
         // before a run; starting from none keeps the run a function of the seed.
         let _ = std::fs::remove_dir_all(report_dir().join("cache"));
-        let shown = display(&self.command(&format!("{}:***", self.user)));
+        let mut cmd = self.command();
+        let shown = display(&cmd);
         println!("$ {shown}");
-        let mut cmd = self.command(&format!("{}:{}", self.user, self.password));
         let status = cmd
             .status()
             .with_context(|| format!("could not start `{shown}`"))?;

@@ -52,8 +52,9 @@ enum Command {
         /// The subscriber's username (with --base-url).
         #[arg(long, requires = "base_url")]
         user: Option<String>,
-        /// The subscriber's password (with --base-url).
-        #[arg(long, requires = "base_url")]
+        /// The subscriber's password (with --base-url); better given in the environment, where
+        /// `ps` does not show it.
+        #[arg(long, env = "LINKED_CUSTOMER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
         /// The department that positive cases ask for (default: the spec's `demo-department`).
         #[arg(long, requires = "base_url")]

@@ -83,8 +83,9 @@ impl TestServer {
         for fixture in FIXTURES {
             let mut import = Command::new(&binary);
             import
-                .args(["import", "--database-url", &database_url])
-                .arg(root().join(fixture));
+                .arg("import")
+                .arg(root().join(fixture))
+                .env("DATABASE_URL", &database_url);
             quiet(import).with_context(|| format!("importing {fixture}"))?;
         }
         let password = format!("pw-{}", random_suffix()?);
@@ -92,8 +93,6 @@ impl TestServer {
         add.args([
             "subscriber",
             "add",
-            "--database-url",
-            &database_url,
             "--username",
             USER,
             "--password-stdin",
@@ -101,19 +100,14 @@ impl TestServer {
             DEPARTMENT,
             "--scope",
             "customer.search",
-        ]);
+        ])
+        .env("DATABASE_URL", &database_url);
         with_stdin(add, &format!("{password}\n")).context("adding the test subscriber")?;
 
         let log = work.join("server.log");
         let mut child = Command::new(&binary)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--no-demo",
-                "--database-url",
-                &database_url,
-            ])
+            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
+            .env("DATABASE_URL", &database_url)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -227,9 +221,80 @@ fn with_stdin(mut cmd: Command, input: &str) -> Result<()> {
     Ok(())
 }
 
-/// One SQL statement through `psql` (the client comes with the PostgreSQL packages).
+/// One SQL statement through `psql` (the client comes with the PostgreSQL packages); the URL's
+/// password goes in `PGPASSWORD`, not on the command line that `ps` shows.
 fn psql(url: &str, statement: &str) -> Result<()> {
+    let (url, password) = split_password(url);
     let mut cmd = Command::new("psql");
-    cmd.args(["-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", statement]);
+    cmd.args(["-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", statement]);
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
     quiet(cmd).with_context(|| format!("psql: {statement}"))
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user@host/db` and `secret` (percent-decoded);
+/// a URL without a password comes back as it is.
+fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let Some((user, password)) = userinfo.split_once(':') else {
+        return (url.to_string(), None);
+    };
+    (
+        format!("{scheme}://{user}@{host}{tail}"),
+        Some(percent_decode(password)),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_password;
+
+    #[test]
+    fn the_password_leaves_the_url() {
+        assert_eq!(
+            split_password("postgres://u:p%40ss@127.0.0.1:5432/postgres?sslmode=disable"),
+            (
+                "postgres://u@127.0.0.1:5432/postgres?sslmode=disable".to_string(),
+                Some("p@ss".to_string())
+            )
+        );
+        for url in [
+            "postgres://u@host/db",
+            "postgres:///db?host=/run/postgresql",
+        ] {
+            assert_eq!(split_password(url), (url.to_string(), None));
+        }
+    }
 }

@@ -166,6 +166,29 @@ async fn a_database_failure_is_a_500_that_reveals_nothing() {
 }
 
 #[tokio::test]
+async fn head_answers_like_get_without_a_body() {
+    let app = spawn_app(crate::helpers::Backend::Sqlite).await;
+    let path = TestApp::customer_path(DEPARTMENT, "ORDER", "1001");
+    let response = app
+        .client
+        .head(app.url(&path))
+        .basic_auth(crate::helpers::USER, Some(crate::helpers::PASSWORD))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(response.bytes().await.expect("body").is_empty());
+    let response = app
+        .client
+        .head(app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
 async fn undeclared_methods_are_405_with_allow() {
     let app = spawn_app(crate::helpers::Backend::Sqlite).await;
     let path = TestApp::customer_path(DEPARTMENT, "ORDER", "1001");
@@ -178,7 +201,7 @@ async fn undeclared_methods_are_405_with_allow() {
             .await
             .expect("sent");
         assert_eq!(response.status(), 405, "{method}");
-        assert_eq!(response.headers()["allow"], "GET", "{method}");
+        assert_eq!(response.headers()["allow"], "GET, HEAD", "{method}");
         assert_eq!(error_codes(response).await, vec![4005], "{method}");
     }
 }
