@@ -2,7 +2,10 @@
 //! error envelope. The codes are the stable table in the `ErrorResponse` schema of openapi.yaml.
 
 use crate::model::{Error, ErrorResponse};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 
 pub const REALM_CHALLENGE: &str = r#"Basic realm="customer""#;
@@ -126,4 +129,23 @@ impl ResponseError for ApiError {
         }
         response.json(self.envelope())
     }
+}
+
+/// Gives the envelope to a bare 404 that the application did not write itself (Swagger UI's
+/// answer for an asset it does not have), so that every error body has the documented shape.
+pub async fn envelope_bare_not_found(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let response = next.call(request).await?;
+    let bare = response.status() == StatusCode::NOT_FOUND
+        && !response.headers().contains_key(header::CONTENT_TYPE);
+    if bare {
+        let (request, _) = response.into_parts();
+        return Ok(ServiceResponse::new(
+            request,
+            ApiError::NotFound.error_response(),
+        ));
+    }
+    Ok(response.map_into_boxed_body())
 }

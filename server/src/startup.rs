@@ -61,6 +61,7 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(crate::errors::envelope_bare_not_found))
             .wrap(from_fn(telemetry::observe))
             .service(
                 web::scope("/customer").service(
