@@ -101,6 +101,8 @@ pub struct Authenticator {
     hashing: Semaphore,
     /// Checked against when the username is unknown (see `authorize`).
     decoy_hash: String,
+    /// argon2 verifications done: what the cache saves shows here, in `/metrics`.
+    pub password_checks: prometheus::IntCounter,
 }
 
 impl Authenticator {
@@ -116,6 +118,10 @@ impl Authenticator {
             verified: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(cores),
             decoy_hash: hash_password("a password that no request will match")?,
+            password_checks: prometheus::IntCounter::new(
+                "password_checks_total",
+                "argon2 password verifications (requests whose credential was not cached).",
+            )?,
         })
     }
 
@@ -171,6 +177,7 @@ impl Authenticator {
             return Ok(false);
         };
         let _permit = permit.map_err(|err| anyhow::anyhow!("password check unavailable: {err}"))?;
+        self.password_checks.inc();
         let (password, stored) = (password.to_string(), stored.to_string());
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
             .await

@@ -92,10 +92,11 @@ pub fn parse(text: &str) -> Result<Vec<ImportRecord>, ImportError> {
         }
         let department =
             DepartmentToken::parse(&parsed.department).map_err(|msg| fail("department", msg))?;
-        if raw.contains("\\u0000") {
-            let value: serde_json::Value =
-                serde_json::from_str(raw).map_err(|err| fail("(line)", err.to_string()))?;
-            let field = nul_path(&value, String::new()).unwrap_or_else(|| "(line)".to_string());
+        // U+0000 can only arrive escaped; look for it only where the escape appears.
+        if raw.contains("\\u0000")
+            && let Ok(value) = serde_json::from_str::<Value>(raw)
+            && let Some(field) = nul_path(&value, String::new())
+        {
             return Err(fail(
                 &field,
                 "must not contain the character U+0000".to_string(),
@@ -212,6 +213,10 @@ mod tests {
         let err = parse(&GOOD.replace(r#""emails":[]"#, r#""emails":[{"label":"a\u0000b"}]"#))
             .unwrap_err();
         assert_eq!(err.field, "customer.emails[0].label");
+
+        // An escaped backslash followed by "u0000" is text, not U+0000.
+        let escaped = GOOD.replace(r#""emails":[]"#, r#""emails":[{"label":"a\\u0000b"}]"#);
+        assert!(parse(&escaped).is_ok());
 
         let long = GOOD.replace(r#""u1""#, &format!("\"{}\"", "u".repeat(256)));
         assert_eq!(parse(&long).unwrap_err().field, "customer.customerUuid");

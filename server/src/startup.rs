@@ -20,9 +20,9 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 /// `openapi.yaml`, the contract, built into the binary and served as written.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
+/// The same document as JSON, converted once at start-up.
 pub struct Spec {
-    pub yaml: &'static str,
-    pub json: String,
+    pub json: web::Bytes,
 }
 
 impl Spec {
@@ -30,8 +30,7 @@ impl Spec {
         let value: serde_json::Value =
             serde_yaml::from_str(OPENAPI_YAML).context("openapi.yaml is not valid YAML")?;
         Ok(Spec {
-            yaml: OPENAPI_YAML,
-            json: serde_json::to_string_pretty(&value)?,
+            json: serde_json::to_vec_pretty(&value)?.into(),
         })
     }
 }
@@ -45,10 +44,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
+        let auth = Authenticator::new(auth_cache_ttl)?;
+        let metrics = Metrics::new()?;
+        metrics.register(auth.password_checks.clone())?;
         Ok(AppState {
             store,
-            auth: Authenticator::new(auth_cache_ttl)?,
-            metrics: Metrics::new()?,
+            auth,
+            metrics,
             spec: Spec::load()?,
         })
     }

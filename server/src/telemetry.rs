@@ -4,7 +4,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
+use actix_web::web;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -67,6 +67,14 @@ impl Metrics {
         })
     }
 
+    /// Adds a metric kept by another part of the server.
+    pub fn register(
+        &self,
+        collector: impl prometheus::core::Collector + 'static,
+    ) -> anyhow::Result<()> {
+        Ok(self.registry.register(Box::new(collector))?)
+    }
+
     pub fn render(&self) -> anyhow::Result<String> {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
@@ -91,10 +99,6 @@ fn method_label(method: &actix_web::http::Method) -> String {
     if KNOWN.contains(&name) { name } else { "OTHER" }.to_string()
 }
 
-/// The request id of the current request, as set by [`observe`].
-#[derive(Clone)]
-pub struct RequestId(pub String);
-
 /// Gives every request an id (the caller's `x-request-id` when it is a sane token), a span that
 /// carries it through every log line, a log line when done, and its metrics.
 pub async fn observe(
@@ -115,9 +119,6 @@ pub async fn observe(
         })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
     // A route pattern, never the raw path: bounded label values, and no tokens in metrics.
     let route = request.match_pattern().map_or_else(
         || "unmatched".to_string(),

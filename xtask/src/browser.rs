@@ -21,7 +21,7 @@ pub fn run() -> Result<()> {
     ensure_chromium()?;
     ensure_node()?;
     let server = TestServer::start(&Database::Sqlite)?;
-    let out = root().join("target/browser");
+    let out = crate::util::target_dir().join("browser");
     for old in ["swagger-ui.png", "failure.png"] {
         let _ = std::fs::remove_file(out.join(old));
     }

@@ -86,7 +86,7 @@ fn spec_lint_canary() -> Result<()> {
         "openapi.yaml no longer has the entityId example `{needle}` that this check breaks"
     );
     let broken = spec.replacen(needle, "example: 0\n", 1);
-    let dir = root().join("target/xtask");
+    let dir = crate::util::target_dir().join("xtask");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("broken-example.yaml");
     std::fs::write(&path, broken).context("writing the broken copy")?;

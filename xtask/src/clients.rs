@@ -75,7 +75,7 @@ pub fn run() -> Result<()> {
     ensure_node()?;
     ensure_java()?;
     let spec = root().join("openapi.yaml");
-    let out = root().join("target/clients");
+    let out = crate::util::target_dir().join("clients");
     for client in CLIENTS {
         let dir = out.join(client.name);
         banner(&format!(

@@ -186,7 +186,7 @@ fn spec_for_department(department: &str) -> Result<PathBuf> {
 }
 
 fn report_dir() -> PathBuf {
-    root().join("target/contract")
+    crate::util::target_dir().join("contract")
 }
 
 /// One schemathesis run.

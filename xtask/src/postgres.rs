@@ -90,32 +90,15 @@ fn cluster() -> Result<(String, String, String, String)> {
 /// Runs a shell command as the `postgres` user with `input` on its standard input (the SQL
 /// goes there, not on a command line that `ps` would show).
 fn as_postgres_user(command: &str, input: &str) -> Result<std::process::Output> {
-    use std::io::Write;
-    use std::process::Stdio;
     if !crate::util::is_root() {
         bail!(
             "creating the test role needs root (to act as the postgres user); set TEST_POSTGRES_URL instead"
         );
     }
-    let mut child = Command::new("su")
-        .args([
-            "postgres",
-            "-s",
-            "/bin/sh",
-            "-c",
-            &format!("cd / && {command}"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("could not run su")?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(input.as_bytes())?;
-    Ok(child.wait_with_output()?)
+    let mut su = Command::new("su");
+    su.args(["postgres", "-s", "/bin/sh", "-c", command])
+        .current_dir("/");
+    crate::util::capture_with_input(su, input)
 }
 
 /// The test role's password: random, made once per checkout and kept in the git-ignored
@@ -128,17 +111,8 @@ fn test_role_password() -> Result<String> {
     {
         return Ok(password);
     }
-    let password = random_hex()?;
+    let password = crate::util::random_hex(16)?;
     std::fs::create_dir_all(path.parent().context("no parent")?)?;
     std::fs::write(&path, &password)?;
     Ok(password)
-}
-
-fn random_hex() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -2,7 +2,7 @@
 //! browser test): built, given a fresh database with fixture data and a subscriber, started on
 //! a free port, and stopped (its database dropped) when the handle is dropped.
 
-use crate::util::{cargo, root, run};
+use crate::util::{capture_with_input, cargo, random_hex, root, run, target_dir};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -47,23 +47,10 @@ pub fn build() -> Result<PathBuf> {
     Ok(target_dir().join("debug/linked-customer-server"))
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-}
-
-fn random_suffix() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 8];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 impl TestServer {
     pub fn start(database: &Database) -> Result<TestServer> {
         let binary = build()?;
-        let suffix = random_suffix()?;
+        let suffix = random_hex(8)?;
         let work = target_dir().join("xtask/servers").join(&suffix);
         std::fs::create_dir_all(&work)?;
         let (database_url, dropped_database) = match database {
@@ -88,7 +75,7 @@ impl TestServer {
                 .env("DATABASE_URL", &database_url);
             quiet(import).with_context(|| format!("importing {fixture}"))?;
         }
-        let password = format!("pw-{}", random_suffix()?);
+        let password = format!("pw-{}", random_hex(8)?);
         let mut add = Command::new(&binary);
         add.args([
             "subscriber",
@@ -203,18 +190,8 @@ fn quiet(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
-fn with_stdin(mut cmd: Command, input: &str) -> Result<()> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(input.as_bytes())?;
-    let output = child.wait_with_output()?;
+fn with_stdin(cmd: Command, input: &str) -> Result<()> {
+    let output = capture_with_input(cmd, input)?;
     if !output.status.success() {
         bail!("{}", String::from_utf8_lossy(&output.stderr));
     }

@@ -95,6 +95,46 @@ pub fn capture(mut cmd: Command) -> Result<Output> {
         .with_context(|| format!("could not start `{shown}`"))
 }
 
+/// Like [`capture`], with `input` written to the command's standard input (where secrets go,
+/// rather than on a command line that `ps` shows).
+pub fn capture_with_input(mut cmd: Command, input: &str) -> Result<Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+    let shown = display(&cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(input.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
+/// `bytes` random bytes from the system, as lowercase hex.
+pub fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buffer = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut buffer))
+        .context("reading /dev/urandom")?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Cargo's target folder (`CARGO_TARGET_DIR`, else `target/` at the root).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// `cargo` as the one running xtask (respects `CARGO` set by cargo itself).
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))

@@ -43,20 +43,22 @@ const UPSERT_DEPARTMENT: &str = "
     RETURNING id";
 const FIND_CUSTOMER: &str =
     "SELECT row_id FROM customers WHERE department_id = $1 AND customer_uuid = $2";
-const INSERT_CUSTOMER: &str = "
+const UPSERT_CUSTOMER: &str = "
     INSERT INTO customers (department_id, customer_uuid, ext_id, customer_key, first_name,
         middle_name, last_name, company, preferred_locale, preferred_communication,
         has_best_time, best_time_start, best_time_end, availability, is_business,
         customer_number)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    ON CONFLICT (department_id, customer_uuid) DO UPDATE SET
+        ext_id = excluded.ext_id, customer_key = excluded.customer_key,
+        first_name = excluded.first_name, middle_name = excluded.middle_name,
+        last_name = excluded.last_name, company = excluded.company,
+        preferred_locale = excluded.preferred_locale,
+        preferred_communication = excluded.preferred_communication,
+        has_best_time = excluded.has_best_time, best_time_start = excluded.best_time_start,
+        best_time_end = excluded.best_time_end, availability = excluded.availability,
+        is_business = excluded.is_business, customer_number = excluded.customer_number
     RETURNING row_id";
-const UPDATE_CUSTOMER: &str = "
-    UPDATE customers SET department_id = $1, customer_uuid = $2, ext_id = $3,
-        customer_key = $4, first_name = $5, middle_name = $6, last_name = $7, company = $8,
-        preferred_locale = $9, preferred_communication = $10, has_best_time = $11,
-        best_time_start = $12, best_time_end = $13, availability = $14, is_business = $15,
-        customer_number = $16
-    WHERE row_id = $17";
 /// A re-imported customer's record replaces the old one whole: its child rows and links first go.
 const DELETE_CHILDREN: [&str; 5] = [
     "DELETE FROM emails WHERE customer_row_id = $1",
@@ -207,11 +209,7 @@ macro_rules! sql_store {
                         .fetch_optional(&mut *tx)
                         .await?;
                     let best_time = c.best_time_to_contact.as_ref();
-                    let statement = match existing {
-                        Some(_) => UPDATE_CUSTOMER,
-                        None => INSERT_CUSTOMER,
-                    };
-                    let query = sqlx::query_scalar::<_, i64>(statement)
+                    let row_id: i64 = sqlx::query_scalar(UPSERT_CUSTOMER)
                         .bind(department_id)
                         .bind(&c.customer_uuid)
                         .bind(c.id)
@@ -227,24 +225,20 @@ macro_rules! sql_store {
                         .bind(best_time.and_then(|t| t.end_time.clone()))
                         .bind(c.availability)
                         .bind(c.is_business)
-                        .bind(&c.customer_id);
-                    let row_id = match existing {
-                        Some(row_id) => {
-                            query.bind(row_id).fetch_optional(&mut *tx).await?;
-                            for statement in DELETE_CHILDREN {
-                                sqlx::query(statement)
-                                    .bind(row_id)
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                            summary.customers_updated += 1;
-                            row_id
+                        .bind(&c.customer_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if existing.is_some() {
+                        for statement in DELETE_CHILDREN {
+                            sqlx::query(statement)
+                                .bind(row_id)
+                                .execute(&mut *tx)
+                                .await?;
                         }
-                        None => {
-                            summary.customers_created += 1;
-                            query.fetch_one(&mut *tx).await?
-                        }
-                    };
+                        summary.customers_updated += 1;
+                    } else {
+                        summary.customers_created += 1;
+                    }
                     for (index, e) in c.emails.iter().enumerate() {
                         sqlx::query(INSERT_EMAIL)
                             .bind(row_id)

@@ -112,3 +112,36 @@ async fn no_secret_reaches_a_response() {
         "{text}"
     );
 }
+
+/// The count of argon2 checks in /metrics.
+async fn password_checks(app: &crate::helpers::TestApp) -> u64 {
+    let text = app.get_text("/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix("password_checks_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no password_checks_total in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_verified_credential_costs_no_second_password_check() {
+    let app = spawn_app(Backend::Sqlite).await;
+    assert_eq!(password_checks(&app).await, 0);
+    for _ in 0..3 {
+        let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        password_checks(&app).await,
+        1,
+        "the cache did not spare the later checks"
+    );
+    // A wrong password is checked every time, and so is an unknown user (against a decoy hash,
+    // so that its answer takes as long as a known user's).
+    for _ in 0..2 {
+        app.get_customer_as(DEPARTMENT, "ORDER", "1001", Some((USER, "wrong")))
+            .await;
+    }
+    app.get_customer_as(DEPARTMENT, "ORDER", "1001", Some(("nobody", "pw")))
+        .await;
+    assert_eq!(password_checks(&app).await, 4);
+}
