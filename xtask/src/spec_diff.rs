@@ -7,7 +7,8 @@
 use crate::tools::{ensure_node, node_tool};
 use crate::util::{banner, capture, root};
 use anyhow::{Context, Result, bail};
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 const SPEC: &str = "openapi.yaml";
 /// Where a deliberate breaking change is noted, under a heading that names the new version.
@@ -35,40 +36,7 @@ pub fn run(base: Option<&str>) -> Result<()> {
             None => return Ok(()),
         },
     };
-    ensure_node()?;
-    banner(&format!("optic: breaking changes in {SPEC} since {base}"));
-    let mut optic = node_tool("optic");
-    optic
-        .args([
-            "diff",
-            SPEC,
-            "--base",
-            &base,
-            "--check",
-            "--severity",
-            "error",
-        ])
-        // Offline: no telemetry, no error reports, no update check.
-        .env("OPTIC_TELEMETRY_LEVEL", "off")
-        .env("NO_UPDATE_NOTIFIER", "1");
-    let output = capture(optic)?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    print!("{stdout}");
-    eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    // Each failed check, with the line after it that says where (`at openapi.yaml:LINE:OFFSET`).
-    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
-    let breaking: Vec<String> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, line)| line.ends_with(BREAKING))
-        .map(|(index, line)| {
-            let check = line.trim_start_matches("x ");
-            match lines.get(index + 1).filter(|next| next.starts_with("at ")) {
-                Some(at) => format!("{check} ({at})"),
-                None => check.to_string(),
-            }
-        })
-        .collect();
+    let (breaking, output) = breaking_changes(&root(), &base)?;
     let (old, new) = (version_at(Some(&base))?, version_at(None)?);
     if !breaking.is_empty() {
         bail!(
@@ -106,6 +74,47 @@ pub fn run(base: Option<&str>) -> Result<()> {
          breaking changes are allowed"
     );
     Ok(())
+}
+
+/// Runs optic in the git checkout `dir` on its `openapi.yaml` against `base`; returns each
+/// failed breaking-change check (with where it is) and optic's own result.
+pub fn breaking_changes(dir: &Path, base: &str) -> Result<(Vec<String>, Output)> {
+    ensure_node()?;
+    banner(&format!("optic: breaking changes in {SPEC} since {base}"));
+    let mut optic = node_tool("optic");
+    optic
+        .args([
+            "diff",
+            SPEC,
+            "--base",
+            base,
+            "--check",
+            "--severity",
+            "error",
+        ])
+        .current_dir(dir)
+        // Offline: no telemetry, no error reports, no update check.
+        .env("OPTIC_TELEMETRY_LEVEL", "off")
+        .env("NO_UPDATE_NOTIFIER", "1");
+    let output = capture(optic)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    // Each failed check, with the line after it that says where (`at openapi.yaml:LINE:OFFSET`).
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    let breaking = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.ends_with(BREAKING))
+        .map(|(index, line)| {
+            let check = line.trim_start_matches("x ");
+            match lines.get(index + 1).filter(|next| next.starts_with("at ")) {
+                Some(at) => format!("{check} ({at})"),
+                None => check.to_string(),
+            }
+        })
+        .collect();
+    Ok((breaking, output))
 }
 
 /// `info.version` of the spec at a git ref, or in the working tree.
