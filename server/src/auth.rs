@@ -3,13 +3,12 @@
 //!
 //! The cache is keyed by a keyed hash of the whole `Authorization` header (never the plain
 //! password) and remembers which stored password hash the credential was verified against.
-//! Every request still reads the subscriber's current row (one indexed query that also answers
-//! the grant), so a changed password or a removed subscriber stops working at once, on every
-//! replica, without shared state.
+//! Every request still reads the subscriber's current row (in the lookup's one statement, which
+//! also answers the grant), so a changed password or a removed subscriber stops working at
+//! once, on every replica, without shared state.
 
-use crate::domain::DepartmentToken;
 use crate::errors::ApiError;
-use crate::store::Store;
+use crate::store::SubscriberAccess;
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -132,19 +131,15 @@ impl Authenticator {
         hasher.finalize().into()
     }
 
-    /// Lets the request through if `header` names a subscriber whose password matches and who
-    /// holds `scope` on `department`; every other outcome is the same `NotAuthorized`.
+    /// Lets the request through if `header` names a subscriber (`access`, as read for this
+    /// request) whose password matches and who holds the scope on the department; every other
+    /// outcome is the same `NotAuthorized`.
     pub async fn authorize(
         &self,
-        store: &dyn Store,
         header: &str,
         credentials: &Credentials,
-        department: &DepartmentToken,
-        scope: &str,
+        access: Option<&SubscriberAccess>,
     ) -> Result<(), ApiError> {
-        let access = store
-            .subscriber_access(&credentials.username, department, scope)
-            .await?;
         let Some(access) = access else {
             // An unknown username costs the same password check as a known one, so that the
             // time to answer does not tell which usernames exist.
@@ -159,7 +154,7 @@ impl Authenticator {
             {
                 return Err(ApiError::NotAuthorized);
             }
-            self.remember(key, access.subscriber_id, access.password_hash);
+            self.remember(key, access.subscriber_id, access.password_hash.clone());
         }
         if access.granted {
             Ok(())

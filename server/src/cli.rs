@@ -2,9 +2,10 @@
 //! depend on these names and flags: change them only with a deprecation.
 
 use crate::auth::{SEARCH_SCOPE, hash_password};
-use crate::domain::DepartmentToken;
+use crate::domain::{DepartmentToken, EntityId};
+use crate::model::Entity;
 use crate::startup::{AppState, run as serve_on};
-use crate::store::{self, Opened, redact};
+use crate::store::{self, LookupKey, Opened, redact};
 use crate::{demo, import};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -118,14 +119,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Import { database, file }) => {
-            let text = std::fs::read_to_string(&file)
+            let reader = std::fs::File::open(&file)
                 .with_context(|| format!("could not read {}", file.display()))?;
-            let records = import::parse(&text)
-                .with_context(|| format!("{} was not imported", file.display()))?;
             let opened = open(&database).await?;
+            let records = import::records(std::io::BufReader::with_capacity(1 << 20, reader));
             let summary = opened
                 .store
-                .import(&records)
+                .import(Box::new(import::Progress::new(records)))
                 .await
                 .with_context(|| format!("{} was not imported", file.display()))?;
             println!(
@@ -185,16 +185,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
 /// True when the demo subscriber exists with the demo password, so printing it helps.
 async fn demo_is_usable(opened: &Opened) -> bool {
-    let Ok(department) = DepartmentToken::parse(demo::DEPARTMENT) else {
+    let (Ok(department), Ok(entity_id)) = (
+        DepartmentToken::parse(demo::DEPARTMENT),
+        EntityId::new(demo::ENTITY_ID),
+    ) else {
         return false;
     };
-    let access = opened
+    let found = opened
         .store
-        .subscriber_access(demo::USERNAME, &department, SEARCH_SCOPE)
+        .lookup(&LookupKey {
+            username: demo::USERNAME,
+            department: &department,
+            scope: SEARCH_SCOPE,
+            entity: Entity::Order,
+            entity_id,
+        })
         .await;
-    match access {
-        Ok(Some(access)) if access.granted => {
-            crate::auth::verify_password(demo::PASSWORD, &access.password_hash)
+    match found {
+        Ok(Some(found)) if found.access.granted && found.document.is_some() => {
+            crate::auth::verify_password(demo::PASSWORD, &found.access.password_hash)
         }
         _ => false,
     }

@@ -17,8 +17,9 @@ pub const ENTITY_ID: i64 = 1001;
 const DATA: &str = include_str!("../demo/demo.jsonl");
 
 pub async fn load(store: &dyn Store) -> Result<()> {
-    let records = crate::import::parse(DATA)?;
-    store.import(&records).await?;
+    store
+        .import(Box::new(crate::import::records(DATA.as_bytes())))
+        .await?;
     store
         .add_subscriber(
             USERNAME,

@@ -1,22 +1,31 @@
-//! `import FILE`: JSON lines, one customer per line. The whole file is checked before anything
-//! is written, and then written in one transaction, so a file is imported entirely or not at all.
+//! `import FILE`: JSON lines, one customer per line, read as a stream: each line is checked
+//! (through the wire types) and written as it comes, all in one transaction, so a file is
+//! imported entirely or not at all and memory does not grow with its size.
 
 use crate::domain::{DepartmentToken, EntityId, parse_entity};
-use crate::model::{Customer, Entity, Vehicle};
-use chrono::SubsecRound;
+use crate::model::{Customer, CustomerWithVehicles, Entity, Vehicle};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
+use std::io::BufRead;
+use std::time::{Duration, Instant};
 
 /// The longest `customerUuid` accepted (it is part of a unique index).
 pub const MAX_CUSTOMER_UUID: usize = 255;
 
-/// One validated line of an import file.
+/// The longest line accepted: far above any real customer, far below a memory problem.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// One validated line of an import file: the customer as its stored document.
 #[derive(Clone, Debug)]
 pub struct ImportRecord {
+    pub line: usize,
     pub department: DepartmentToken,
-    pub customer: Customer,
-    pub vehicles: Vec<Vehicle>,
+    pub customer_uuid: String,
+    /// [`CustomerWithVehicles::to_document`] of the line's customer and vehicles.
+    pub document: String,
     pub links: Vec<Link>,
 }
 
@@ -52,18 +61,147 @@ struct LinkLine {
     entity_id: i64,
 }
 
-/// Parses and checks every line; the first problem found is returned with its line and field.
+/// The records of a file, read line by line; the first problem ends the stream (the store then
+/// rolls back what it wrote).
+pub fn records<R: BufRead>(reader: R) -> Records<R> {
+    Records {
+        reader,
+        line: 0,
+        buffer: Vec::new(),
+        checker: Checker::default(),
+        failed: false,
+    }
+}
+
+/// Parses and checks a whole text (the demo data, tests).
 pub fn parse(text: &str) -> Result<Vec<ImportRecord>, ImportError> {
-    let mut records = Vec::new();
-    // What each earlier line claimed, so that a file cannot say two things about one customer
-    // or link one entity twice (the later line would silently win).
-    let mut customers: HashMap<(String, String), usize> = HashMap::new();
-    let mut linked: HashMap<(String, Entity, i64), usize> = HashMap::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        if raw.trim().is_empty() {
-            continue;
+    records(text.as_bytes()).collect()
+}
+
+pub struct Records<R> {
+    reader: R,
+    line: usize,
+    buffer: Vec<u8>,
+    checker: Checker,
+    failed: bool,
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = Result<ImportRecord, ImportError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.failed {
+            self.line += 1;
+            let result = match read_line(&mut self.reader, &mut self.buffer, self.line) {
+                Ok(None) => return None,
+                Ok(Some(raw)) if raw.trim().is_empty() => continue,
+                Ok(Some(raw)) => self.checker.check(self.line, raw),
+                Err(err) => Err(err),
+            };
+            self.failed = result.is_err();
+            return Some(result);
         }
+        None
+    }
+}
+
+/// The next line without its line ending, read into `buffer`; `None` at the end of the file.
+fn read_line<'b>(
+    reader: &mut impl BufRead,
+    buffer: &'b mut Vec<u8>,
+    line: usize,
+) -> Result<Option<&'b str>, ImportError> {
+    let fail = |message: String| ImportError {
+        line,
+        field: "(line)".to_string(),
+        message,
+    };
+    buffer.clear();
+    let read = std::io::Read::take(reader, MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', buffer)
+        .map_err(|err| fail(format!("could not be read: {err}")))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buffer.len() > MAX_LINE_BYTES {
+        return Err(fail(format!(
+            "is longer than {} MiB",
+            MAX_LINE_BYTES / 1024 / 1024
+        )));
+    }
+    let text = std::str::from_utf8(buffer).map_err(|_| fail("is not valid UTF-8".to_string()))?;
+    Ok(Some(text.trim_end_matches(['\n', '\r'])))
+}
+
+/// Passes records through, printing a progress line on stderr every few seconds of a long
+/// import, and a last one with the total.
+pub struct Progress<I> {
+    inner: I,
+    records: usize,
+    started: Instant,
+    last: Instant,
+}
+
+impl<I> Progress<I> {
+    const EVERY: Duration = Duration::from_secs(2);
+
+    pub fn new(inner: I) -> Progress<I> {
+        let now = Instant::now();
+        Progress {
+            inner,
+            records: 0,
+            started: now,
+            last: now,
+        }
+    }
+
+    fn report(&self) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        eprintln!(
+            "import: {} records read in {seconds:.0} s ({:.0}/s)",
+            self.records,
+            self.records as f64 / seconds.max(0.001)
+        );
+    }
+}
+
+impl<I: Iterator<Item = Result<ImportRecord, ImportError>>> Iterator for Progress<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.inner.next();
+        match &next {
+            Some(Ok(_)) => {
+                self.records += 1;
+                if self.last.elapsed() >= Self::EVERY {
+                    self.last = Instant::now();
+                    self.report();
+                }
+            }
+            None if self.started.elapsed() >= Self::EVERY => self.report(),
+            _ => {}
+        }
+        next
+    }
+}
+
+/// Checks lines one at a time and remembers what earlier lines claimed, so that a file cannot
+/// say two things about one customer or link one entity twice (the later line would silently
+/// win). It keeps 128-bit keyed hashes, not the strings: memory per line stays small.
+#[derive(Default)]
+struct Checker {
+    hashers: (RandomState, RandomState),
+    customers: HashMap<u128, usize>,
+    linked: HashMap<u128, usize>,
+}
+
+impl Checker {
+    fn key(&self, value: impl Hash + Copy) -> u128 {
+        let (a, b) = &self.hashers;
+        (u128::from(a.hash_one(value)) << 64) | u128::from(b.hash_one(value))
+    }
+
+    fn check(&mut self, line: usize, raw: &str) -> Result<ImportRecord, ImportError> {
         let fail = |field: &str, message: String| ImportError {
             line,
             field: field.to_string(),
@@ -85,6 +223,9 @@ pub fn parse(text: &str) -> Result<Vec<ImportRecord>, ImportError> {
             };
             fail(&field, err.to_string())
         })?;
+        deserializer
+            .end()
+            .map_err(|err| fail("(line)", err.to_string()))?;
         // The wire types accept unknown fields (clients must), but a typo in an import file
         // would silently drop data: refuse it.
         if let Some(field) = unknown.first() {
@@ -112,13 +253,8 @@ pub fn parse(text: &str) -> Result<Vec<ImportRecord>, ImportError> {
                 ),
             ));
         }
-        if let Some(first) = customers.insert(
-            (
-                parsed.department.clone(),
-                parsed.customer.customer_uuid.clone(),
-            ),
-            line,
-        ) {
+        let key = self.key((department.as_str(), uuid));
+        if let Some(first) = self.customers.insert(key, line) {
             return Err(fail(
                 "customer.customerUuid",
                 format!("the same customer is already on line {first} of this file"),
@@ -130,9 +266,8 @@ pub fn parse(text: &str) -> Result<Vec<ImportRecord>, ImportError> {
                 .map_err(|msg| fail(&format!("links[{i}].entity"), msg))?;
             let entity_id = EntityId::new(link.entity_id)
                 .map_err(|msg| fail(&format!("links[{i}].entityId"), msg))?;
-            if let Some(first) =
-                linked.insert((parsed.department.clone(), entity, entity_id.get()), line)
-            {
+            let key = self.key((department.as_str(), entity, entity_id.get()));
+            if let Some(first) = self.linked.insert(key, line) {
                 return Err(fail(
                     &format!("links[{i}]"),
                     format!("this entity is already linked on line {first} of this file"),
@@ -140,19 +275,20 @@ pub fn parse(text: &str) -> Result<Vec<ImportRecord>, ImportError> {
             }
             links.push(Link { entity, entity_id });
         }
-        let mut customer = parsed.customer;
-        // PostgreSQL keeps microseconds; both databases answer with what both can keep.
-        for address in &mut customer.addresses {
-            address.update_ts = address.update_ts.map(|ts| ts.trunc_subsecs(6));
-        }
-        records.push(ImportRecord {
-            department,
-            customer,
+        let customer_uuid = parsed.customer.customer_uuid.clone();
+        let document = CustomerWithVehicles {
+            customer: parsed.customer,
             vehicles: parsed.vehicles,
+        }
+        .to_document();
+        Ok(ImportRecord {
+            line,
+            department,
+            customer_uuid,
+            document,
             links,
-        });
+        })
     }
-    Ok(records)
 }
 
 /// The path of the first string holding U+0000 (which PostgreSQL cannot store in text).
@@ -240,15 +376,41 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_keep_microseconds() {
+    fn the_document_is_the_canonical_serialisation() {
         let line = GOOD.replace(
             r#""addresses":[]"#,
-            r#""addresses":[{"updateTS":"2026-10-30T19:04:36.123456789+02:00"}]"#,
+            r#""addresses":[{"updateTS":"2026-10-30T19:04:36.123456789+02:00","city":null}]"#,
         );
-        let ts = parse(&line).unwrap()[0].customer.addresses[0].update_ts;
+        let record = &parse(&line).unwrap()[0];
         assert_eq!(
-            ts.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-            Some("2026-10-30T17:04:36.123456Z".to_string())
+            record.document,
+            r#"{"customer":{"id":1,"emails":[],"phoneNumbers":[],"addresses":[{"updateTS":"2026-10-30T17:04:36.123456789Z"}],"customerUuid":"u1"},"vehicles":[]}"#
         );
+        assert_eq!((record.line, record.customer_uuid.as_str()), (1, "u1"));
+    }
+
+    #[test]
+    fn lines_are_read_one_at_a_time_and_the_first_problem_ends_the_stream() {
+        let other = GOOD.replace(r#""u1""#, r#""u2""#).replace("5}", "6}");
+        let text = format!("{GOOD}\r\n{{broken\n{other}\n");
+        let results: Vec<_> = records(text.as_bytes()).collect();
+        assert_eq!(results.len(), 2, "nothing is read after the bad line");
+        assert!(results[0].is_ok());
+        assert_eq!(results[1].as_ref().unwrap_err().line, 2);
+
+        let err = parse(&format!("{GOOD} trailing")).unwrap_err();
+        assert_eq!((err.line, err.field.as_str()), (1, "(line)"));
+
+        let mut invalid = GOOD.as_bytes().to_vec();
+        invalid.extend_from_slice(b"\n\xff\n");
+        let results: Vec<_> = records(&invalid[..]).collect();
+        assert_eq!(
+            results[1].as_ref().unwrap_err().message,
+            "is not valid UTF-8"
+        );
+
+        let long = format!("{}\n", " ".repeat(MAX_LINE_BYTES + 1));
+        let err = parse(&long).unwrap_err();
+        assert!(err.message.contains("longer than"), "{err}");
     }
 }

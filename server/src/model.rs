@@ -56,6 +56,27 @@ pub struct CustomerWithVehicles {
     pub vehicles: Vec<Vehicle>,
 }
 
+impl CustomerWithVehicles {
+    /// The stored form of a customer: this serialisation, kept as text and sent as it is in
+    /// the `customerWithVehicles` of a 200 (see `LinkedCustomerResponse::json_around`).
+    pub fn to_document(&self) -> String {
+        serde_json::to_string(self).expect("the wire types always serialise")
+    }
+}
+
+impl LinkedCustomerResponse {
+    /// The body of a 200 around a stored document, which is not parsed again: the document was
+    /// made by [`CustomerWithVehicles::to_document`] when it was imported.
+    pub fn json_around(document: &str) -> Vec<u8> {
+        const HEAD: &[u8] = br#"{"errors":[],"warnings":[],"customerWithVehicles":"#;
+        let mut body = Vec::with_capacity(HEAD.len() + document.len() + 1);
+        body.extend_from_slice(HEAD);
+        body.extend_from_slice(document.as_bytes());
+        body.push(b'}');
+        body
+    }
+}
+
 /// A person or business that is a customer of the dealership.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

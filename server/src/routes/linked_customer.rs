@@ -5,7 +5,8 @@ use crate::domain::LinkedCustomerPath;
 use crate::errors::ApiError;
 use crate::model::{Entity, ErrorResponse, LinkedCustomerResponse};
 use crate::startup::AppState;
-use actix_web::http::header;
+use crate::store::LookupKey;
+use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use std::borrow::Cow;
 
@@ -60,27 +61,23 @@ pub async fn get_linked_customer(
     )
     .map_err(ApiError::BadRequest)?;
 
-    state
-        .auth
-        .authorize(
-            state.store.as_ref(),
-            header,
-            &credentials,
-            &path.department,
-            SEARCH_SCOPE,
-        )
-        .await?;
-
     let found = state
         .store
-        .linked_customer(&path.department, path.entity, path.entity_id)
+        .lookup(&LookupKey {
+            username: &credentials.username,
+            department: &path.department,
+            scope: SEARCH_SCOPE,
+            entity: path.entity,
+            entity_id: path.entity_id,
+        })
         .await?;
-    Ok(match found {
-        Some(customer_with_vehicles) => HttpResponse::Ok().json(LinkedCustomerResponse {
-            errors: Vec::new(),
-            warnings: Vec::new(),
-            customer_with_vehicles,
-        }),
+    let access = found.as_ref().map(|found| &found.access);
+    state.auth.authorize(header, &credentials, access).await?;
+
+    Ok(match found.and_then(|found| found.document) {
+        Some(document) => HttpResponse::Ok()
+            .content_type(ContentType::json())
+            .body(LinkedCustomerResponse::json_around(&document)),
         None => HttpResponse::NoContent().finish(),
     })
 }

@@ -1,20 +1,39 @@
-//! Storage: one trait, implemented for SQLite (the embedded default) and PostgreSQL with the
-//! same SQL text (both accept `$n` placeholders, `ON CONFLICT` and `RETURNING`).
+//! Storage: one small trait, implemented for SQLite (the embedded default, on rusqlite) and
+//! PostgreSQL. A customer is one stored document; a lookup is one statement (`lookup.sql`) that
+//! answers the credential, the grant and the document together.
 
-mod rows;
-mod sql;
+mod carry_over;
+mod postgres;
+mod sqlite;
 
 use crate::domain::{DepartmentToken, EntityId};
-use crate::import::ImportRecord;
-use crate::model::{CustomerWithVehicles, Entity};
-use anyhow::{Context, Result};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use std::str::FromStr;
+use crate::import::{ImportError, ImportRecord};
+use crate::model::Entity;
+use anyhow::Result;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// What the authenticator needs to know about a subscriber, fetched in one query.
+/// getLinkedCustomer's one statement: see the comment at its top.
+pub const LOOKUP_SQL: &str = include_str!("lookup.sql");
+
+/// What a lookup asks.
+#[derive(Clone, Copy, Debug)]
+pub struct LookupKey<'a> {
+    pub username: &'a str,
+    pub department: &'a DepartmentToken,
+    pub scope: &'a str,
+    pub entity: Entity,
+    pub entity_id: EntityId,
+}
+
+/// What a lookup finds when the subscriber exists.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    pub access: SubscriberAccess,
+    /// The linked customer's stored document; read only when the grant is there.
+    pub document: Option<String>,
+}
+
+/// What the authenticator needs to know about a subscriber.
 #[derive(Clone, Debug)]
 pub struct SubscriberAccess {
     pub subscriber_id: i64,
@@ -31,29 +50,22 @@ pub struct ImportSummary {
     pub links: usize,
 }
 
+/// The records of an import file, as [`crate::import::records`] reads them.
+pub type ImportStream<'a> = Box<dyn Iterator<Item = Result<ImportRecord, ImportError>> + Send + 'a>;
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
-    /// Cheap round trip to the database, for readiness.
+    /// A round trip to the database that reads a table of the schema, for readiness.
     async fn ping(&self) -> Result<()>;
 
-    /// The customer, with their vehicles, linked to `(department, entity, entity_id)`.
-    async fn linked_customer(
-        &self,
-        department: &DepartmentToken,
-        entity: Entity,
-        entity_id: EntityId,
-    ) -> Result<Option<CustomerWithVehicles>>;
+    /// The subscriber (if any), its grant and the linked document, in one statement.
+    async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>>;
 
-    /// The subscriber called `username` (if any), and whether it holds `scope` on `department`.
-    async fn subscriber_access(
-        &self,
-        username: &str,
-        department: &DepartmentToken,
-        scope: &str,
-    ) -> Result<Option<SubscriberAccess>>;
-
-    /// Writes every record in one transaction: all of them or none.
-    async fn import(&self, records: &[ImportRecord]) -> Result<ImportSummary>;
+    /// Writes every record in one transaction as it arrives: all of them or none. A record
+    /// that is an error rolls back everything and comes back as the error (an [`ImportError`]).
+    /// A customer already stored is replaced whole, links included; a link that another
+    /// customer had moves to the imported one.
+    async fn import(&self, records: ImportStream<'static>) -> Result<ImportSummary>;
 
     /// Creates a subscriber with grants of every scope on every department (created if new).
     /// Fails if the username is taken.
@@ -81,49 +93,9 @@ pub struct Opened {
 /// Opens (creating an SQLite file if needed) and migrates the database named by `url`.
 pub async fn open(url: &str) -> Result<Opened> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let options = PgConnectOptions::from_str(url)
-            .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .context("could not connect to PostgreSQL")?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .context("could not migrate the PostgreSQL database")?;
-        Ok(Opened {
-            store: Arc::new(sql::PgStore::new(pool)),
-            created: false,
-        })
+        postgres::open(url).await
     } else if url.starts_with("sqlite:") {
-        let options = SqliteConnectOptions::from_str(url)
-            .context("DATABASE_URL is not a valid SQLite URL")?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let filename = options.get_filename();
-        let in_memory = url.contains(":memory:") || filename.as_os_str().is_empty();
-        let created = in_memory || !filename.exists();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { 8 })
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .context("could not open the SQLite database")?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .context("could not migrate the SQLite database")?;
-        Ok(Opened {
-            store: Arc::new(sql::SqliteStore::new(pool)),
-            created,
-        })
+        sqlite::open(url).await
     } else {
         anyhow::bail!(
             "DATABASE_URL must start with sqlite: or postgres:// (got a URL with another scheme)"

@@ -4,7 +4,7 @@
 use linked_customer_server::auth::{SEARCH_SCOPE, hash_password};
 use linked_customer_server::domain::DepartmentToken;
 use linked_customer_server::startup::{self, AppState};
-use linked_customer_server::store::{self, Store};
+use linked_customer_server::store::{self, ImportSummary, Store};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -17,6 +17,31 @@ pub enum Backend {
 }
 
 pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// One test per database, so that a failure names its database and hides neither:
+/// `on_both_databases! { async fn name(backend: Backend) { ... } }` makes `name::sqlite` and
+/// `name::postgres`.
+macro_rules! on_both_databases {
+    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use crate::helpers::Backend;
+
+            async fn run($backend: Backend) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run(Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                run(Backend::Postgres).await
+            }
+        }
+    )*};
+}
 
 /// A database for one test: a file in a temporary folder, or a PostgreSQL database created on
 /// the server named by `TEST_POSTGRES_URL` and dropped when the test ends.
@@ -91,25 +116,39 @@ impl TestDb {
 }
 
 impl TestDb {
-    /// Runs one statement on this database behind the server's back.
-    pub async fn execute(&self, statement: &'static str) {
+    pub fn backend(&self) -> Backend {
+        if self.postgres.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// Runs SQL (one or more statements) on this database behind the server's back.
+    pub async fn execute_script(&self, script: &str) {
+        let script = sqlx::AssertSqlSafe(script.to_string());
         if self.postgres.is_some() {
             let mut conn = sqlx::PgConnection::connect(&self.url)
                 .await
                 .expect("connect");
-            sqlx::query(statement)
+            sqlx::raw_sql(script)
                 .execute(&mut conn)
                 .await
-                .expect("statement");
+                .expect("script");
         } else {
             let mut conn = sqlx::SqliteConnection::connect(&self.url)
                 .await
                 .expect("connect");
-            sqlx::query(statement)
+            sqlx::raw_sql(script)
                 .execute(&mut conn)
                 .await
-                .expect("statement");
+                .expect("script");
         }
+    }
+
+    /// Runs one statement on this database behind the server's back.
+    pub async fn execute(&self, statement: &'static str) {
+        self.execute_script(statement).await
     }
 }
 
@@ -154,8 +193,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// subscriber `reader`, granted `customer.search` on `dept-north` only.
 pub async fn spawn_app(backend: Backend) -> TestApp {
     let app = spawn_empty(backend).await;
-    let records = linked_customer_server::import::parse(FIXTURE).expect("fixture parses");
-    app.store.import(&records).await.expect("fixture imports");
+    app.import(FIXTURE).await.expect("fixture imports");
     app.add_subscriber(USER, PASSWORD, &[DEPARTMENT], SEARCH_SCOPE)
         .await;
     app
@@ -163,7 +201,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// The server on a random port with a fresh, empty database.
 pub async fn spawn_empty(backend: Backend) -> TestApp {
-    let db = TestDb::new(backend).await;
+    spawn_on(TestDb::new(backend).await).await
+}
+
+/// The server on a random port on `db`, as it is (migrated on the way).
+pub async fn spawn_on(db: TestDb) -> TestApp {
     let opened = store::open(&db.url).await.expect("open the test database");
     let state = AppState::new(opened.store.clone(), Duration::from_secs(60)).expect("state");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a random port");
@@ -183,7 +225,33 @@ pub async fn spawn_empty(backend: Backend) -> TestApp {
 
 pub const FIXTURE: &str = include_str!("../fixtures/customers.jsonl");
 
+/// Line `index` (from 0) of the fixture file.
+pub fn fixture_line(index: usize) -> Value {
+    let line = FIXTURE.lines().nth(index).expect("fixture line");
+    serde_json::from_str(line).expect("fixture JSON")
+}
+
+/// The 200 body for the customer of fixture line `index`: exactly what was imported.
+pub fn expected_answer(index: usize) -> Value {
+    let imported = fixture_line(index);
+    serde_json::json!({
+        "errors": [],
+        "warnings": [],
+        "customerWithVehicles": {
+            "customer": imported["customer"],
+            "vehicles": imported["vehicles"],
+        }
+    })
+}
+
 impl TestApp {
+    /// Imports JSON lines through the store, as `import` does.
+    pub async fn import(&self, text: &str) -> anyhow::Result<ImportSummary> {
+        let records =
+            linked_customer_server::import::records(std::io::Cursor::new(text.to_string()));
+        self.store.import(Box::new(records)).await
+    }
+
     pub async fn add_subscriber(
         &self,
         username: &str,

@@ -1,9 +1,11 @@
 //! One integration-test binary: every test talks HTTP to the real server on a random port
 //! with a real database (SQLite, and PostgreSQL through `TEST_POSTGRES_URL`).
 
+#[macro_use]
+mod helpers;
 mod auth;
 mod cli;
-mod helpers;
 mod linked_customer;
 mod operations;
 mod spec_drift;
+mod storage;

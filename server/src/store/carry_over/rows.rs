@@ -1,4 +1,4 @@
-//! Rows as the database returns them, and their conversion to wire types.
+//! Rows of schema 0001 as the database returns them, and their conversion to wire types.
 
 use crate::model::{
     Address, AddressType, BestTimeToContact, Customer, Email, PhoneNumber, Vehicle,
@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 
 #[derive(sqlx::FromRow)]
 pub struct CustomerRow {
-    pub row_id: i64,
     pub ext_id: i64,
     pub customer_uuid: String,
     pub customer_key: Option<String>,
@@ -184,11 +183,4 @@ impl From<VehicleRow> for Vehicle {
             vehicle_make: row.vehicle_make,
         }
     }
-}
-
-#[derive(sqlx::FromRow)]
-pub struct AccessRow {
-    pub id: i64,
-    pub password_hash: String,
-    pub granted: bool,
 }

@@ -1,0 +1,252 @@
+//! The PostgreSQL store, on sqlx. A lookup is one prepared statement; an import streams its
+//! records into a temporary table with `COPY` and merges them with a few set-based statements,
+//! all in one transaction.
+
+use super::{
+    ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey, Opened, Store, SubscriberAccess,
+};
+use crate::domain::DepartmentToken;
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+pub async fn open(url: &str) -> Result<Opened> {
+    let options =
+        PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .context("could not connect to PostgreSQL")?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .context("could not migrate the PostgreSQL database")?;
+    super::carry_over::postgres(&pool).await?;
+    Ok(Opened {
+        store: Arc::new(PgStore { pool }),
+        created: false,
+    })
+}
+
+/// Where an import's records wait, in this transaction only, until they are merged.
+const CREATE_STAGING: &str = "
+    CREATE TEMPORARY TABLE import_rows (
+        line          BIGINT NOT NULL,
+        department    TEXT NOT NULL,
+        customer_uuid TEXT NOT NULL,
+        document      TEXT NOT NULL,
+        entities      TEXT[] NOT NULL,
+        entity_ids    BIGINT[] NOT NULL
+    ) ON COMMIT DROP";
+const COPY_STAGING: &str = "COPY import_rows FROM STDIN";
+const MERGE_DEPARTMENTS: &str = "
+    INSERT INTO departments (token) SELECT DISTINCT department FROM import_rows
+    ON CONFLICT (token) DO NOTHING";
+/// `xmax = 0` holds for a row this statement inserted, not for one it updated.
+const MERGE_CUSTOMERS: &str = "
+    WITH merged AS (
+        INSERT INTO customer_documents (department_id, customer_uuid, document)
+        SELECT d.id, r.customer_uuid, r.document
+        FROM import_rows r JOIN departments d ON d.token = r.department
+        ORDER BY r.line
+        ON CONFLICT (department_id, customer_uuid) DO UPDATE SET document = excluded.document
+        RETURNING xmax = 0 AS created)
+    SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM merged";
+/// A re-imported customer's links are the ones of its new line only.
+const UNLINK_CUSTOMERS: &str = "
+    DELETE FROM links l
+    USING import_rows r, departments d, customer_documents c
+    WHERE d.token = r.department AND c.department_id = d.id AND c.customer_uuid = r.customer_uuid
+      AND l.customer_id = c.id";
+const MERGE_LINKS: &str = "
+    INSERT INTO links (department_id, entity, entity_id, customer_id)
+    SELECT d.id, u.entity, u.entity_id, c.id
+    FROM import_rows r
+    JOIN departments d ON d.token = r.department
+    JOIN customer_documents c ON c.department_id = d.id AND c.customer_uuid = r.customer_uuid
+    CROSS JOIN LATERAL unnest(r.entities, r.entity_ids) AS u (entity, entity_id)
+    ON CONFLICT (department_id, entity, entity_id) DO UPDATE SET customer_id = excluded.customer_id";
+const UPSERT_DEPARTMENT: &str = "
+    INSERT INTO departments (token) VALUES ($1)
+    ON CONFLICT (token) DO UPDATE SET token = excluded.token
+    RETURNING id";
+const INSERT_SUBSCRIBER: &str =
+    "INSERT INTO subscribers (username, password_hash) VALUES ($1, $2) RETURNING id";
+const INSERT_GRANT: &str = "
+    INSERT INTO grants (subscriber_id, department_id, scope) VALUES ($1, $2, $3)
+    ON CONFLICT DO NOTHING";
+const DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE username = $1";
+const UPDATE_PASSWORD: &str = "UPDATE subscribers SET password_hash = $2 WHERE username = $1";
+/// Readiness reads a table of the schema, not just the connection.
+const PING: &str = "SELECT count(*) FROM (SELECT 1 FROM subscribers LIMIT 1) AS s";
+
+/// How much COPY data is gathered before it is sent.
+const COPY_CHUNK: usize = 1 << 20;
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query(PING).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {
+        let row = sqlx::query(LOOKUP_SQL)
+            .bind(key.username)
+            .bind(key.department.as_str())
+            .bind(key.scope)
+            .bind(key.entity.as_str())
+            .bind(key.entity_id.get())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Lookup {
+            access: SubscriberAccess {
+                subscriber_id: row.try_get(0)?,
+                password_hash: row.try_get(1)?,
+                granted: row.try_get(2)?,
+            },
+            document: row.try_get(3)?,
+        }))
+    }
+
+    async fn import(&self, records: ImportStream<'static>) -> Result<ImportSummary> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(CREATE_STAGING).execute(&mut *tx).await?;
+        let mut copy = tx.copy_in_raw(COPY_STAGING).await?;
+        let mut chunk = String::with_capacity(COPY_CHUNK + 64 * 1024);
+        for record in records {
+            let record = match record {
+                Ok(record) => record,
+                Err(err) => {
+                    copy.abort("the import file has an error").await.ok();
+                    return Err(err.into());
+                }
+            };
+            let entities: Vec<&str> = record.links.iter().map(|l| l.entity.as_str()).collect();
+            let ids: Vec<String> = record
+                .links
+                .iter()
+                .map(|l| l.entity_id.get().to_string())
+                .collect();
+            let fields = [
+                &record.line.to_string(),
+                record.department.as_str(),
+                &record.customer_uuid,
+                &record.document,
+                &format!("{{{}}}", entities.join(",")),
+                &format!("{{{}}}", ids.join(",")),
+            ];
+            for (i, field) in fields.into_iter().enumerate() {
+                if i > 0 {
+                    chunk.push('\t');
+                }
+                push_copy_text(&mut chunk, field);
+            }
+            chunk.push('\n');
+            if chunk.len() >= COPY_CHUNK {
+                copy.send(chunk.as_bytes()).await?;
+                chunk.clear();
+            }
+        }
+        copy.send(chunk.as_bytes()).await?;
+        copy.finish().await?;
+        sqlx::query("ANALYZE import_rows").execute(&mut *tx).await?;
+        sqlx::query(MERGE_DEPARTMENTS).execute(&mut *tx).await?;
+        let (created, updated): (i64, i64) =
+            sqlx::query_as(MERGE_CUSTOMERS).fetch_one(&mut *tx).await?;
+        sqlx::query(UNLINK_CUSTOMERS).execute(&mut *tx).await?;
+        let links = sqlx::query(MERGE_LINKS).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(ImportSummary {
+            customers_created: usize::try_from(created)?,
+            customers_updated: usize::try_from(updated)?,
+            links: usize::try_from(links.rows_affected())?,
+        })
+    }
+
+    async fn add_subscriber(
+        &self,
+        username: &str,
+        password_hash: &str,
+        departments: &[DepartmentToken],
+        scopes: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let subscriber_id: i64 = sqlx::query_scalar(INSERT_SUBSCRIBER)
+            .bind(username)
+            .bind(password_hash)
+            .fetch_one(&mut *tx)
+            .await
+            .with_context(|| {
+                format!("could not add subscriber {username:?} (is the name taken?)")
+            })?;
+        for department in departments {
+            let department_id: i64 = sqlx::query_scalar(UPSERT_DEPARTMENT)
+                .bind(department.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            for scope in scopes {
+                sqlx::query(INSERT_GRANT)
+                    .bind(subscriber_id)
+                    .bind(department_id)
+                    .bind(scope)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_subscriber(&self, username: &str) -> Result<bool> {
+        let done = sqlx::query(DELETE_SUBSCRIBER)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_password_hash(&self, username: &str, password_hash: &str) -> Result<bool> {
+        let done = sqlx::query(UPDATE_PASSWORD)
+            .bind(username)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+/// A field in COPY's text format: backslash, tab, newline and carriage return escaped.
+fn push_copy_text(out: &mut String, field: &str) {
+    for c in field.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_text_escapes_what_copy_reads_as_syntax() {
+        let mut out = String::new();
+        super::push_copy_text(&mut out, "a\\b\tc\nd\re\"f");
+        assert_eq!(out, "a\\\\b\\tc\\nd\\re\"f");
+    }
+}

@@ -1,0 +1,268 @@
+//! The embedded store: SQLite through rusqlite, so that a lookup is one prepared statement run
+//! in place, with no hop to a connection thread (the profile in BENCHMARKS.md says why). sqlx
+//! runs the migrations, as it always has for this schema.
+
+use super::{
+    ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey, Opened, Store, SubscriberAccess,
+};
+use crate::domain::DepartmentToken;
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, named_params};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a writer waits for another writer (an import in another process) to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteStore {
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    writer: Arc<Mutex<Connection>>,
+}
+
+pub async fn open(url: &str) -> Result<Opened> {
+    let options = SqliteConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid SQLite URL")?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let path = options.get_filename().to_path_buf();
+    if url.contains(":memory:") || path.as_os_str().is_empty() {
+        bail!(
+            "an in-memory SQLite database cannot be shared by the server's connections: name a file"
+        );
+    }
+    let created = !path.exists();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .context("could not open the SQLite database")?;
+    sqlx::migrate!("./migrations/sqlite")
+        .run(&pool)
+        .await
+        .context("could not migrate the SQLite database")?;
+    super::carry_over::sqlite(&pool).await?;
+    pool.close().await;
+
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let writer = Arc::new(Mutex::new(connect(&path, false)?));
+    let readers = (0..cores * 2)
+        .map(|_| connect(&path, true).map(Mutex::new))
+        .collect::<Result<Vec<_>>>()?;
+    let store = SqliteStore {
+        readers,
+        next_reader: AtomicUsize::new(0),
+        writer,
+    };
+    Ok(Opened {
+        store: Arc::new(store),
+        created,
+    })
+}
+
+fn connect(path: &Path, read_only: bool) -> Result<Connection> {
+    // Readers open read-write and refuse writes with `query_only`: a read-only connection could
+    // not create the WAL index file when it is missing.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("could not open {}", path.display()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", read_only)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding a connection leaves nothing half-done that SQLite would not undo.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SqliteStore {
+    /// A reader connection: the first free one, else the next in turn.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        (0..n)
+            .find_map(|i| self.readers[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| lock(&self.readers[start % n]))
+    }
+
+    /// Runs `work` on the writer connection on a blocking thread.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || work(&mut lock(&writer)))
+            .await
+            .context("the database writer stopped")?
+    }
+}
+
+const UPSERT_DEPARTMENT: &str = "
+    INSERT INTO departments (token) VALUES (?1)
+    ON CONFLICT (token) DO UPDATE SET token = excluded.token
+    RETURNING id";
+const FIND_CUSTOMER: &str =
+    "SELECT id FROM customer_documents WHERE department_id = ?1 AND customer_uuid = ?2";
+const INSERT_CUSTOMER: &str =
+    "INSERT INTO customer_documents (department_id, customer_uuid, document) VALUES (?1, ?2, ?3)";
+const UPDATE_CUSTOMER: &str = "UPDATE customer_documents SET document = ?2 WHERE id = ?1";
+const UNLINK_CUSTOMER: &str = "DELETE FROM links WHERE customer_id = ?1";
+const UPSERT_LINK: &str = "
+    INSERT INTO links (department_id, entity, entity_id, customer_id) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (department_id, entity, entity_id) DO UPDATE SET customer_id = excluded.customer_id";
+const INSERT_SUBSCRIBER: &str =
+    "INSERT INTO subscribers (username, password_hash) VALUES (?1, ?2) RETURNING id";
+const INSERT_GRANT: &str = "
+    INSERT INTO grants (subscriber_id, department_id, scope) VALUES (?1, ?2, ?3)
+    ON CONFLICT DO NOTHING";
+const DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE username = ?1";
+const UPDATE_PASSWORD: &str = "UPDATE subscribers SET password_hash = ?2 WHERE username = ?1";
+/// Readiness reads a table of the schema, not just the connection.
+const PING: &str = "SELECT count(*) FROM (SELECT 1 FROM subscribers LIMIT 1)";
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.reader().query_row(PING, [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {
+        let conn = self.reader();
+        let mut statement = conn.prepare_cached(LOOKUP_SQL)?;
+        let found = statement
+            .query_row(
+                named_params! {
+                    "$1": key.username,
+                    "$2": key.department.as_str(),
+                    "$3": key.scope,
+                    "$4": key.entity.as_str(),
+                    "$5": key.entity_id.get(),
+                },
+                |row| {
+                    Ok(Lookup {
+                        access: SubscriberAccess {
+                            subscriber_id: row.get(0)?,
+                            password_hash: row.get(1)?,
+                            granted: row.get(2)?,
+                        },
+                        document: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(found)
+    }
+
+    async fn import(&self, records: ImportStream<'static>) -> Result<ImportSummary> {
+        self.write(move |conn| {
+            let mut summary = ImportSummary::default();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut departments: HashMap<String, i64> = HashMap::new();
+                let mut upsert_department = tx.prepare(UPSERT_DEPARTMENT)?;
+                let mut find = tx.prepare(FIND_CUSTOMER)?;
+                let mut insert = tx.prepare(INSERT_CUSTOMER)?;
+                let mut update = tx.prepare(UPDATE_CUSTOMER)?;
+                let mut unlink = tx.prepare(UNLINK_CUSTOMER)?;
+                let mut link = tx.prepare(UPSERT_LINK)?;
+                for record in records {
+                    let record = record?;
+                    let token = record.department.as_str();
+                    let department_id = match departments.get(token) {
+                        Some(id) => *id,
+                        None => {
+                            let id: i64 = upsert_department.query_row([token], |r| r.get(0))?;
+                            departments.insert(token.to_string(), id);
+                            id
+                        }
+                    };
+                    let existing: Option<i64> = find
+                        .query_row((department_id, &record.customer_uuid), |r| r.get(0))
+                        .optional()?;
+                    let customer_id = match existing {
+                        Some(id) => {
+                            update.execute((id, &record.document))?;
+                            unlink.execute([id])?;
+                            summary.customers_updated += 1;
+                            id
+                        }
+                        None => {
+                            insert.execute((
+                                department_id,
+                                &record.customer_uuid,
+                                &record.document,
+                            ))?;
+                            summary.customers_created += 1;
+                            tx.last_insert_rowid()
+                        }
+                    };
+                    for l in &record.links {
+                        link.execute((
+                            department_id,
+                            l.entity.as_str(),
+                            l.entity_id.get(),
+                            customer_id,
+                        ))?;
+                        summary.links += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(summary)
+        })
+        .await
+    }
+
+    async fn add_subscriber(
+        &self,
+        username: &str,
+        password_hash: &str,
+        departments: &[DepartmentToken],
+        scopes: &[String],
+    ) -> Result<()> {
+        let (username, password_hash) = (username.to_string(), password_hash.to_string());
+        let departments = departments.to_vec();
+        let scopes = scopes.to_vec();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let subscriber_id: i64 = tx
+                .query_row(INSERT_SUBSCRIBER, (&username, &password_hash), |r| r.get(0))
+                .with_context(|| {
+                    format!("could not add subscriber {username:?} (is the name taken?)")
+                })?;
+            for department in &departments {
+                let department_id: i64 =
+                    tx.query_row(UPSERT_DEPARTMENT, [department.as_str()], |r| r.get(0))?;
+                for scope in &scopes {
+                    tx.execute(INSERT_GRANT, (subscriber_id, department_id, scope))?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_subscriber(&self, username: &str) -> Result<bool> {
+        let username = username.to_string();
+        self.write(move |conn| Ok(conn.execute(DELETE_SUBSCRIBER, [&username])? > 0))
+            .await
+    }
+
+    async fn set_password_hash(&self, username: &str, password_hash: &str) -> Result<bool> {
+        let (username, password_hash) = (username.to_string(), password_hash.to_string());
+        self.write(move |conn| Ok(conn.execute(UPDATE_PASSWORD, (&username, &password_hash))? > 0))
+            .await
+    }
+}
