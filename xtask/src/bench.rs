@@ -964,7 +964,7 @@ fn pgbench_script(customers: usize) -> Result<String> {
         ("$3", ":scope"),
         (
             "$4",
-            "(CASE :entity WHEN 0 THEN 'ORDER' ELSE 'APPOINTMENT' END)",
+            "(CASE CAST(:entity AS integer) WHEN 0 THEN 'ORDER' ELSE 'APPOINTMENT' END)",
         ),
         ("$5", ":id"),
     ] {

@@ -136,8 +136,13 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// `cargo` as the one running xtask (respects `CARGO` set by cargo itself).
+/// Without the `CARGO_MANIFEST_DIR` that `cargo run` gave xtask: build scripts that watch it
+/// (ring's) would otherwise rerun, and everything above them rebuild, on every switch between
+/// `cargo xtask ...` and a plain `cargo build`.
 pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.env_remove("CARGO_MANIFEST_DIR");
+    cargo
 }
 
 /// True when this process runs as root (and so may install Debian packages).
