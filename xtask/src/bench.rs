@@ -1307,7 +1307,7 @@ fn replace_section(text: &str, key: &str, body: &str) -> String {
         };
         return format!("{}{block}{}", &text[..from], &text[to..]);
     }
-    format!("{}\n{block}", text.trim_end())
+    format!("{}\n\n{block}", text.trim_end())
 }
 
 fn base64(text: &str) -> String {
