@@ -39,6 +39,11 @@ const STEPS: &[Step] = &[
     ),
     ("tests (SQLite and PostgreSQL)", "cargo xtask test", tests),
     (
+        "benchmark smoke run",
+        "cargo xtask bench --smoke",
+        bench_smoke,
+    ),
+    (
         "contract tests (schemathesis, SQLite and PostgreSQL)",
         "cargo xtask contract",
         crate::contract::run_local,
@@ -176,6 +181,17 @@ fn clippy() -> Result<()> {
         "warnings",
     ]);
     run_cmd(cmd)
+}
+
+/// `cargo xtask bench --smoke`: the benchmark's machinery works, and the release server answers
+/// a few seconds of load on both databases without one failed request.
+fn bench_smoke() -> Result<()> {
+    crate::bench::run(&crate::bench::Options {
+        customers: None,
+        databases: crate::bench::Databases::Both,
+        seconds: None,
+        smoke: true,
+    })
 }
 
 /// The workspace's tests, with a PostgreSQL server for the tests that need one.

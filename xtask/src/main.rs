@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's checks, generators and test drivers, in Rust so that
 //! there are no shell scripts to remember (see `cargo xtask --help`).
 
+mod bench;
 mod browser;
 mod ci;
 mod clients;
@@ -70,6 +71,22 @@ enum Command {
         #[arg(long)]
         base: Option<String>,
     },
+    /// Measure the release server under load (wrk) on SQLite and PostgreSQL, next to /healthz
+    /// and pgbench, and record the figures in BENCHMARKS.md.
+    Bench {
+        /// Customers in the data set (default 10000; 2000 with --smoke).
+        #[arg(long)]
+        customers: Option<usize>,
+        /// The database(s) to measure.
+        #[arg(long, value_enum, default_value_t = bench::Databases::Both)]
+        db: bench::Databases,
+        /// Seconds of each load (default 30; 5 with --smoke).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// A short run that fails on any error and writes no BENCHMARKS.md (run by ci).
+        #[arg(long)]
+        smoke: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +110,17 @@ fn main() -> std::process::ExitCode {
         Command::Clients => clients::run(),
         Command::Browser => browser::run(),
         Command::SpecDiff { base } => spec_diff::run(base.as_deref()),
+        Command::Bench {
+            customers,
+            db,
+            seconds,
+            smoke,
+        } => bench::run(&bench::Options {
+            customers,
+            databases: db,
+            seconds,
+            smoke,
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

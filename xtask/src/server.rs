@@ -200,7 +200,7 @@ fn with_stdin(cmd: Command, input: &str) -> Result<()> {
 
 /// One SQL statement through `psql` (the client comes with the PostgreSQL packages); the URL's
 /// password goes in `PGPASSWORD`, not on the command line that `ps` shows.
-fn psql(url: &str, statement: &str) -> Result<()> {
+pub(crate) fn psql(url: &str, statement: &str) -> Result<()> {
     let (url, password) = split_password(url);
     let mut cmd = Command::new("psql");
     cmd.args(["-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", statement]);
@@ -212,7 +212,7 @@ fn psql(url: &str, statement: &str) -> Result<()> {
 
 /// `postgres://user:secret@host/db` as `postgres://user@host/db` and `secret` (percent-decoded);
 /// a URL without a password comes back as it is.
-fn split_password(url: &str) -> (String, Option<String>) {
+pub(crate) fn split_password(url: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else {
         return (url.to_string(), None);
     };

@@ -136,8 +136,27 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// `cargo` as the one running xtask (respects `CARGO` set by cargo itself).
+/// Without the variables that `cargo run` gave xtask (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`,
+/// ...): build scripts that watch them (ring's) would otherwise rerun, and everything above them
+/// rebuild, on every switch between `cargo xtask ...` and a plain `cargo build`.
 pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref())
+        {
+            cargo.env_remove(&key);
+        }
+    }
+    cargo
 }
 
 /// True when this process runs as root (and so may install Debian packages).

@@ -1,0 +1,1415 @@
+//! `cargo xtask bench`: how fast the release server answers getLinkedCustomer on this machine,
+//! on SQLite and on PostgreSQL, next to two yardsticks measured in the same run: `/healthz`
+//! (the HTTP stack alone, no database) and, on PostgreSQL, pgbench running the lookup's own SQL
+//! (`server/src/store/lookup.sql`, the database alone). Absolute figures only describe this
+//! machine; the ratios to the yardsticks are what can be compared between machines and commits.
+//!
+//! Everything is made here, without manual steps: a deterministic data set (every optional
+//! field filled), a fresh database loaded with the server's real `import` command (timed, with
+//! its peak memory), a subscriber, the server, and the load (wrk, installed when missing).
+//! `--smoke` is the same on a small data set for a few seconds, and fails on any error: CI runs
+//! it so that this command keeps working.
+
+use crate::server::{psql, split_password};
+use crate::util::{
+    banner, capture, capture_with_input, cargo, random_hex, rel, root, run as run_cmd,
+};
+use anyhow::{Context, Result, bail, ensure};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DEPARTMENTS: usize = 100;
+const USER: &str = "bench";
+const SCOPE: &str = "customer.search";
+const CONNECTIONS: usize = 64;
+const THREADS: usize = 2;
+const SMOKE_CUSTOMERS: usize = 2000;
+const SMOKE_SECONDS: u64 = 5;
+const MARKDOWN: &str = "BENCHMARKS.md";
+
+/// Which databases to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Databases {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Database {
+    Sqlite,
+    Postgres,
+}
+
+impl Database {
+    fn name(self) -> &'static str {
+        match self {
+            Database::Sqlite => "SQLite",
+            Database::Postgres => "PostgreSQL",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Database::Sqlite => "sqlite",
+            Database::Postgres => "postgres",
+        }
+    }
+}
+
+pub struct Options {
+    pub customers: Option<usize>,
+    pub databases: Databases,
+    pub seconds: Option<u64>,
+    pub smoke: bool,
+}
+
+/// What one wrk run measured (latencies in microseconds).
+#[derive(Debug, Default)]
+struct Load {
+    requests: u64,
+    per_second: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    /// Answers with a status of 400 or more (wrk's `errors.status`).
+    bad_status: u64,
+    /// connect, read, write and timeout errors.
+    socket_errors: u64,
+}
+
+/// Everything measured on one database.
+struct Measured {
+    database: Database,
+    import_seconds: f64,
+    import_peak_kib: u64,
+    healthz: Load,
+    lookup: Load,
+    /// getLinkedCustomer answers during the load by status, from the server's `/metrics`.
+    statuses: Vec<(u16, u64)>,
+    server_peak_kib: u64,
+    pgbench_tps: Option<f64>,
+    /// Rows in `links` when pgbench ran (it finds nothing while the server does not fill it).
+    links_rows: Option<u64>,
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    let customers = options.customers.unwrap_or(if options.smoke {
+        SMOKE_CUSTOMERS
+    } else {
+        10_000
+    });
+    let seconds = options
+        .seconds
+        .unwrap_or(if options.smoke { SMOKE_SECONDS } else { 30 });
+    ensure!(customers >= 1, "--customers must be at least 1");
+    ensure!(seconds >= 1, "--seconds must be at least 1");
+    let databases = match options.databases {
+        Databases::Sqlite => vec![Database::Sqlite],
+        Databases::Postgres => vec![Database::Postgres],
+        Databases::Both => vec![Database::Sqlite, Database::Postgres],
+    };
+    let command = format!(
+        "cargo xtask bench --customers {customers} --db {} --seconds {seconds}{}",
+        match options.databases {
+            Databases::Sqlite => "sqlite",
+            Databases::Postgres => "postgres",
+            Databases::Both => "both",
+        },
+        if options.smoke { " --smoke" } else { "" }
+    );
+    let work = crate::util::target_dir().join("xtask/bench");
+    std::fs::create_dir_all(&work)?;
+
+    banner(&format!("bench data set: {customers} customers"));
+    let data = dataset(&work, customers)?;
+    banner("building the release server");
+    let binary = build_release()?;
+    let wrk = wrk_program()?;
+    let time = time_program()?;
+
+    let mut results = Vec::new();
+    for database in databases {
+        banner(&format!("bench on {}", database.name()));
+        let result = measure(
+            database, &binary, &wrk, &time, &data, customers, seconds, &work,
+        )
+        .with_context(|| format!("bench on {}", database.name()))?;
+        results.push(result);
+    }
+    print_table(&results, customers, seconds);
+    if options.smoke {
+        return require_no_errors(&results);
+    }
+    let machine = machine()?;
+    write_markdown(&results, customers, seconds, &command, &machine)?;
+    println!("\nwrote {MARKDOWN} ({command})");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The data set
+
+/// `target/xtask/bench/customers-N.jsonl`, written unless an identical one is there already.
+fn dataset(work: &Path, customers: usize) -> Result<PathBuf> {
+    let path = work.join(format!("customers-{customers}.jsonl"));
+    if is_current(&path, customers)? {
+        println!("reusing {}", rel(&path));
+        return Ok(path);
+    }
+    let temporary = work.join(format!("customers-{customers}.jsonl.{}", random_hex(4)?));
+    let mut out = BufWriter::new(std::fs::File::create(&temporary)?);
+    for index in 0..customers {
+        serde_json::to_writer(&mut out, &customer_line(index))?;
+        out.write_all(b"\n")?;
+    }
+    out.into_inner()
+        .map_err(|err| err.into_error())?
+        .sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    println!("wrote {}", rel(&path));
+    Ok(path)
+}
+
+/// True when `path` has `customers` lines and starts with the line this generator makes (so a
+/// file left by an older generator is made again).
+fn is_current(path: &Path, customers: usize) -> Result<bool> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(false);
+    };
+    let mut lines = BufReader::new(file).lines();
+    let expected = serde_json::to_string(&customer_line(0))?;
+    if !matches!(lines.next(), Some(Ok(first)) if first == expected) {
+        return Ok(false);
+    }
+    Ok(1 + lines.count() == customers)
+}
+
+/// The department of customer (or lookup index) `index`.
+fn department(index: usize) -> String {
+    format!("bench-dept-{:03}", index % DEPARTMENTS)
+}
+
+/// A linear congruential generator: the same customer from the same index, on every machine.
+struct Lcg(u64);
+
+impl Lcg {
+    fn new(seed: usize) -> Lcg {
+        let mut lcg = Lcg(seed as u64 ^ 0x5DEE_CE66_D1CE_4E5B);
+        lcg.next();
+        lcg
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 16
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+
+    fn flag(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+
+    fn uuid(&mut self) -> String {
+        let (a, b) = (self.next(), self.next());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+            a & 0xffff_ffff,
+            (a >> 32) & 0xffff,
+            b & 0xfff,
+            8 + ((b >> 12) & 3),
+            (b >> 14) & 0xfff,
+            self.next() & 0xffff_ffff_ffff
+        )
+    }
+
+    /// `len` characters of `alphabet`.
+    fn text(&mut self, alphabet: &str, len: usize) -> String {
+        let chars: Vec<char> = alphabet.chars().collect();
+        (0..len).map(|_| chars[self.below(chars.len())]).collect()
+    }
+}
+
+const FIRST: &[&str] = &[
+    "Maria", "James", "Aisha", "Chen", "Olga", "Pedro", "Fatima", "Lars", "Yuki", "Kwame",
+];
+const MIDDLE: &[&str] = &["Luisa", "Edward", "Noor", "Wei", "Petrovna", "Jose", "Amal"];
+const LAST: &[&str] = &[
+    "Okafor", "Smith", "Khan", "Wang", "Ivanova", "Silva", "Haddad", "Berg", "Tanaka", "Mensah",
+];
+const LOCALES: &[&str] = &["en-GB", "de-DE", "fr-FR", "es-ES", "it-IT", "nl-NL"];
+const CHANNELS: &[&str] = &["EMAIL", "PHONE", "TEXT"];
+const ADDRESS_TYPES: &[&str] = &["COMMON", "PRIMARY", "BILLING", "OTHER"];
+/// (city, state, country)
+const CITIES: &[(&str, &str, &str)] = &[
+    ("Bristol", "Bristol", "GB"),
+    ("Leeds", "West Yorkshire", "GB"),
+    ("Munich", "Bavaria", "DE"),
+    ("Lyon", "Auvergne-Rhone-Alpes", "FR"),
+    ("Valencia", "Valencia", "ES"),
+    ("Utrecht", "Utrecht", "NL"),
+];
+/// (make, model, trim, engine)
+const MODELS: &[(&str, &str, &str, &str)] = &[
+    ("Volkswagen", "Golf", "Life", "1.5 TSI 130 PS"),
+    ("Ford", "Transit Custom", "Limited", "2.0 EcoBlue 170 PS"),
+    ("Toyota", "Corolla", "Design", "1.8 Hybrid 140 PS"),
+    ("BMW", "320d", "M Sport", "2.0 190 PS"),
+    ("Renault", "Clio", "Techno", "1.0 TCe 90 PS"),
+];
+const COLOURS: &[&str] = &[
+    "Deep Blue Pearl",
+    "Magnetic Grey",
+    "Pure White",
+    "Flame Red",
+    "Black Sapphire",
+];
+const UPPER: &str = "ABCDEFGHJKLMNPRSTUVWXYZ";
+const VIN: &str = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
+
+/// One import line for customer `index`: department `index % 100`, every optional field filled,
+/// linked to `ORDER` and `APPOINTMENT` number `index + 1`.
+fn customer_line(index: usize) -> serde_json::Value {
+    use serde_json::json;
+    let mut rng = Lcg::new(index);
+    let (first, middle, last) = (rng.pick(FIRST), rng.pick(MIDDLE), rng.pick(LAST));
+    let (city, state, country) = CITIES[rng.below(CITIES.len())];
+    let update_ts = format!(
+        "202{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        4 + rng.below(3),
+        1 + rng.below(12),
+        1 + rng.below(28),
+        rng.below(24),
+        rng.below(60),
+        rng.below(60),
+        rng.below(1000)
+    );
+    let start = 7 + rng.below(5);
+    let customer = json!({
+        "id": 1_000_000 + index,
+        "customerKey": format!("CK-{}", 1_000_000 + index),
+        "firstName": first,
+        "middleName": middle,
+        "lastName": last,
+        "company": format!("{last} {} Ltd", rng.pick(&["Logistics", "Motors", "Trading", "Farms"])),
+        "preferredLocale": rng.pick(LOCALES),
+        "emails": [{
+            "emailAddress": format!("{}.{}.{index}@example.com", first.to_lowercase(), last.to_lowercase()),
+            "label": rng.pick(&["work", "home"]),
+            "okToEmail": rng.flag(),
+            "isPreferred": true,
+            "comments": "Prefers email for service reminders.",
+        }],
+        "phoneNumbers": [{
+            "phoneNumber": format!("+44 20 7946 {:04}", index % 10_000),
+            "label": rng.pick(&["mobile", "office", "home"]),
+            "okToCall": rng.flag(),
+            "okToText": rng.flag(),
+            "isPreferred": true,
+            "comments": "Not before 9 am.",
+        }],
+        "preferredCommunication": rng.pick(CHANNELS),
+        "bestTimeToContact": {
+            "startTime": format!("{start:02}:00"),
+            "endTime": format!("{:02}:30", start + 8),
+        },
+        "addresses": [{
+            "line1": format!("{} Harbour Road", 1 + rng.below(200)),
+            "line2": format!("Unit {}", 1 + rng.below(20)),
+            "city": city,
+            "zip": format!("{}{} {}{}", rng.text(UPPER, 2), 1 + rng.below(9), rng.below(10), rng.text(UPPER, 2)),
+            "addressType": rng.pick(&["Head office", "Home", "Depot"]),
+            "type": rng.pick(ADDRESS_TYPES),
+            "country": country,
+            "updateTS": update_ts,
+            "uuid": rng.uuid(),
+            "isValid": true,
+            "isPreferred": true,
+            "state": state,
+        }],
+        "availability": rng.below(5),
+        "isBusiness": rng.flag(),
+        "customerUuid": rng.uuid(),
+        "customerId": customer_id(index),
+    });
+    let vehicles: Vec<serde_json::Value> = (0..2)
+        .map(|k| {
+            let id = 5_000_000 + 2 * index + k;
+            let (make, model, trim, engine) = MODELS[rng.below(MODELS.len())];
+            json!({
+                "id": id,
+                "vin": rng.text(VIN, 17),
+                "vehicleKey": format!("VK-{id}"),
+                "isValid": true,
+                "imageUrl": format!("https://images.example.com/vehicles/{id}.jpg"),
+                "brandId": 1 + rng.below(50),
+                "licensePlate": format!("{}{:02} {}", rng.text(UPPER, 2), rng.below(100), rng.text(UPPER, 3)),
+                "color": rng.pick(COLOURS),
+                "vehicleModel": model,
+                "vehicleYear": (2012 + rng.below(14)).to_string(),
+                "vehicleTrim": trim,
+                "vehicleUuid": rng.uuid(),
+                "vehicleEngine": engine,
+                "estimatedMileage": (1000 * rng.below(200)).to_string(),
+                "vehicleMake": make,
+            })
+        })
+        .collect();
+    json!({
+        "department": department(index),
+        "customer": customer,
+        "vehicles": vehicles,
+        "links": [
+            {"entity": "ORDER", "entityId": index + 1},
+            {"entity": "APPOINTMENT", "entityId": index + 1},
+        ],
+    })
+}
+
+/// The `customerId` of customer `index` (what a sanity request expects to read back).
+fn customer_id(index: usize) -> String {
+    format!("C-BENCH-{index:07}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tools
+
+/// Builds `linked-customer-server` in release mode and returns the binary's path.
+fn build_release() -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "linked-customer-server",
+    ]);
+    run_cmd(build)?;
+    Ok(crate::util::target_dir().join("release/linked-customer-server"))
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn wrk_program() -> Result<PathBuf> {
+    if !on_path("wrk") {
+        crate::util::apt_install(
+            &["wrk"],
+            "wrk is not installed and this is not root: install it (Debian: apt-get install wrk)",
+        )?;
+    }
+    Ok(PathBuf::from("wrk"))
+}
+
+/// GNU time, for the peak memory of the import (`%M`, in KiB).
+fn time_program() -> Result<PathBuf> {
+    let path = PathBuf::from("/usr/bin/time");
+    if !path.exists() {
+        crate::util::apt_install(
+            &["time"],
+            "GNU time (/usr/bin/time) is missing and this is not root: install it (Debian: apt-get install time)",
+        )?;
+    }
+    Ok(path)
+}
+
+fn pgbench_program() -> Result<PathBuf> {
+    let debian = PathBuf::from("/usr/lib/postgresql/15/bin/pgbench");
+    if debian.exists() {
+        Ok(debian)
+    } else if on_path("pgbench") {
+        Ok(PathBuf::from("pgbench"))
+    } else {
+        bail!(
+            "pgbench is missing: install PostgreSQL's client tools (Debian: apt-get install postgresql-contrib or postgresql-client)"
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One database
+
+/// A database made for this run, dropped (PostgreSQL) when this goes out of scope.
+struct FreshDatabase {
+    url: String,
+    dropped: Option<(String, String)>,
+}
+
+impl FreshDatabase {
+    fn new(database: Database, work: &Path, customers: usize) -> Result<FreshDatabase> {
+        match database {
+            Database::Sqlite => {
+                let path = work.join(format!("sqlite-{customers}.db"));
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                    if file.exists() {
+                        std::fs::remove_file(&file)
+                            .with_context(|| format!("removing the old {}", rel(&file)))?;
+                    }
+                }
+                Ok(FreshDatabase {
+                    url: format!("sqlite://{}", path.display()),
+                    dropped: None,
+                })
+            }
+            Database::Postgres => {
+                let admin_url = crate::postgres::admin_url()?;
+                let name = format!("lc_bench_{}", random_hex(6)?);
+                psql(&admin_url, &format!("CREATE DATABASE {name}"))?;
+                let (server, _) = admin_url
+                    .rsplit_once('/')
+                    .context("the PostgreSQL admin URL has no database part")?;
+                Ok(FreshDatabase {
+                    url: format!("{server}/{name}"),
+                    dropped: Some((admin_url.clone(), name)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.dropped.take() {
+            let _ = psql(
+                &admin_url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    database: Database,
+    binary: &Path,
+    wrk: &Path,
+    time: &Path,
+    data: &Path,
+    customers: usize,
+    seconds: u64,
+    work: &Path,
+) -> Result<Measured> {
+    let fresh = FreshDatabase::new(database, work, customers)?;
+    let (import_seconds, import_peak_kib) =
+        import(binary, time, &fresh.url, data, customers, work)?;
+    let password = format!("pw-{}", random_hex(12)?);
+    add_subscriber(binary, &fresh.url, &password)?;
+
+    let log = work.join(format!("server-{}.log", database.key()));
+    let server = Server::start(binary, &fresh.url, &log)?;
+    let auth = format!("Basic {}", base64(&format!("{USER}:{password}")));
+    sanity_checks(&server.address, &auth, customers)?;
+
+    let script = work.join(format!("wrk-{}.lua", random_hex(4)?));
+    write_private(&script, &healthz_script())?;
+    let healthz = load(wrk, &server.address, "/healthz", &script, seconds);
+    write_private(&script, &lookup_script(customers, &auth))?;
+    let before = lookup_statuses(&server.address)?;
+    let lookup = load(wrk, &server.address, "/", &script, seconds);
+    let _ = std::fs::remove_file(&script);
+    let (healthz, lookup) = (healthz?, lookup?);
+    let after = lookup_statuses(&server.address)?;
+    let statuses = difference(&before, &after);
+    let server_peak_kib = server.peak_kib()?;
+    drop(server);
+
+    let (pgbench_tps, links_rows) = match database {
+        Database::Sqlite => (None, None),
+        Database::Postgres => {
+            let rows = count_links(&fresh.url)?;
+            (
+                Some(pgbench(&fresh.url, customers, seconds, work)?),
+                Some(rows),
+            )
+        }
+    };
+    Ok(Measured {
+        database,
+        import_seconds,
+        import_peak_kib,
+        healthz,
+        lookup,
+        statuses,
+        server_peak_kib,
+        pgbench_tps,
+        links_rows,
+    })
+}
+
+/// Runs the server's `import` under GNU time: (wall seconds, peak RSS in KiB).
+fn import(
+    binary: &Path,
+    time: &Path,
+    url: &str,
+    data: &Path,
+    customers: usize,
+    work: &Path,
+) -> Result<(f64, u64)> {
+    let peak_file = work.join("import-peak-kib.txt");
+    let mut cmd = Command::new(time);
+    cmd.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&peak_file)
+        .arg(binary)
+        .arg("import")
+        .arg(data)
+        .env("DATABASE_URL", url);
+    println!("$ {}", crate::util::display(&cmd));
+    let started = Instant::now();
+    let output = capture(cmd)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "the import failed ({}): {}{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    print!("{stdout}");
+    let created = format!(": {customers} customers created");
+    ensure!(
+        stdout.contains(&created),
+        "the import did not report `{created}`; was the database fresh?"
+    );
+    let peak = std::fs::read_to_string(&peak_file)
+        .context("GNU time wrote no peak memory")?
+        .trim()
+        .parse()
+        .context("GNU time's %M is not a number")?;
+    println!(
+        "imported {customers} customers in {elapsed:.2} s ({:.0}/s), peak RSS {}",
+        customers as f64 / elapsed,
+        mib(peak)
+    );
+    Ok((elapsed, peak))
+}
+
+/// The bench subscriber, with `customer.search` on every department; the password on stdin.
+fn add_subscriber(binary: &Path, url: &str, password: &str) -> Result<()> {
+    let mut add = Command::new(binary);
+    add.args(["subscriber", "add", "--username", USER, "--password-stdin"]);
+    for index in 0..DEPARTMENTS {
+        add.arg("--department").arg(department(index));
+    }
+    add.args(["--scope", SCOPE]).env("DATABASE_URL", url);
+    let output = capture_with_input(add, &format!("{password}\n"))?;
+    if !output.status.success() {
+        bail!(
+            "adding the bench subscriber failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+/// The release server on a free port; its stdout and stderr go to a log file (drained, so it
+/// never blocks on a full pipe). Killed when dropped.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(binary: &Path, url: &str, log: &Path) -> Result<Server> {
+        let log_file = std::fs::File::create(log)?;
+        let mut child = Command::new(binary)
+            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
+            .env("DATABASE_URL", url)
+            // The server's defaults (text logs at `info`), whatever the caller's environment.
+            .env_remove("RUST_LOG")
+            .env_remove("LINKED_CUSTOMER_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file.try_clone()?)
+            .spawn()
+            .context("starting linked-customer-server")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log_file = log_file;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(log_file, "{line}");
+                if let Some(base) = line.strip_prefix("listening on http://") {
+                    let _ = sender.send(base.to_string());
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            address: String::new(),
+        };
+        server.address = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the server did not say `listening on` within 60 s; its log: {}",
+                    rel(log)
+                )
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&server.address, "/healthz", None)
+            .map(|(status, _)| status)
+            .ok()
+            != Some(200)
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "/healthz did not answer 200 within 30 s; the server's log: {}",
+                    rel(log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("server on http://{} (log: {})", server.address, rel(log));
+        Ok(server)
+    }
+
+    /// The server's peak resident memory so far (`VmHWM`), in KiB.
+    fn peak_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("reading the server's /proc status (is this Linux?)")?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in the server's /proc status")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 GET on a new connection: (status, body).
+fn get(address: &str, path: &str, auth: Option<&str>) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = auth
+        .map(|value| format!("Authorization: {value}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP/1.1 answer to GET {path}"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn lookup_path(index: usize, entity: &str) -> String {
+    format!(
+        "/customer/v2/department/{}/entity/{entity}/{}/customer",
+        department(index),
+        index + 1
+    )
+}
+
+/// Before the load: found customers answer 200 with their own data, unlinked entities 204.
+fn sanity_checks(address: &str, auth: &str, customers: usize) -> Result<()> {
+    let span = lookup_span(customers);
+    let found = [0, customers / 2, customers - 1];
+    let missing = [customers, customers + 1, span.max(customers + 3) - 1];
+    for entity in ["ORDER", "APPOINTMENT"] {
+        for index in found {
+            let path = lookup_path(index, entity);
+            let (status, body) = get(address, &path, Some(auth))?;
+            let id = customer_id(index);
+            ensure!(
+                status == 200 && body.contains(&format!("\"customerId\":\"{id}\"")),
+                "GET {path} answered {status}, not 200 with customer {id}: {body}"
+            );
+        }
+        for index in missing {
+            let path = lookup_path(index, entity);
+            let (status, body) = get(address, &path, Some(auth))?;
+            ensure!(
+                status == 204,
+                "GET {path} (not linked) answered {status}, not 204: {body}"
+            );
+        }
+    }
+    println!("sanity: 6 linked entities answered 200 with their customer, 6 unlinked ones 204");
+    Ok(())
+}
+
+/// getLinkedCustomer answers so far, by status, from the server's own `/metrics`.
+fn lookup_statuses(address: &str) -> Result<Vec<(u16, u64)>> {
+    let (status, text) = get(address, "/metrics", None)?;
+    ensure!(status == 200, "/metrics answered {status}");
+    let mut counts: Vec<(u16, u64)> = Vec::new();
+    for line in text.lines() {
+        let Some(labels) = line.strip_prefix("http_requests_total{") else {
+            continue;
+        };
+        if !labels.contains("/entity/") {
+            continue;
+        }
+        let status = labels
+            .split_once("status=\"")
+            .and_then(|(_, rest)| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok());
+        let count = line
+            .rsplit_once(' ')
+            .and_then(|(_, value)| value.parse::<f64>().ok());
+        if let (Some(status), Some(count)) = (status, count) {
+            match counts.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, total)) => *total += count as u64,
+                None => counts.push((status, count as u64)),
+            }
+        }
+    }
+    Ok(counts)
+}
+
+fn difference(before: &[(u16, u64)], after: &[(u16, u64)]) -> Vec<(u16, u64)> {
+    let mut result: Vec<(u16, u64)> = after
+        .iter()
+        .map(|&(status, count)| {
+            let earlier = before
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, c)| *c);
+            (status, count - earlier.min(count))
+        })
+        .filter(|&(_, count)| count > 0)
+        .collect();
+    result.sort_unstable();
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
+// wrk
+
+/// Lookups pick an index in [0, span): about 9 in 10 are customers (200), the rest 204.
+fn lookup_span(customers: usize) -> usize {
+    (customers * 10 / 9).max(customers + 1)
+}
+
+/// Prints what `load` parses: one `BENCH name value` line per figure.
+const DONE: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests %d\n", summary.requests))
+  io.write(string.format("BENCH per_second %.2f\n", summary.requests / (summary.duration / 1e6)))
+  io.write(string.format("BENCH p50 %.1f\n", latency:percentile(50)))
+  io.write(string.format("BENCH p99 %.1f\n", latency:percentile(99)))
+  io.write(string.format("BENCH p999 %.1f\n", latency:percentile(99.9)))
+  io.write(string.format("BENCH bad_status %d\n", e.status))
+  io.write(string.format("BENCH socket_errors %d\n", e.connect + e.read + e.write + e.timeout))
+end
+"#;
+
+fn healthz_script() -> String {
+    format!("-- written by cargo xtask bench: GET /healthz\n{DONE}")
+}
+
+/// getLinkedCustomer on a random index (per-thread seeds, so threads differ), ORDER or
+/// APPOINTMENT at random; the department and id follow from the index as in the data set.
+fn lookup_script(customers: usize, auth: &str) -> String {
+    let span = lookup_span(customers);
+    format!(
+        r#"-- written by cargo xtask bench: getLinkedCustomer, about 9 in 10 found
+local span = {span}
+local entities = {{"ORDER", "APPOINTMENT"}}
+wrk.headers["Authorization"] = "{auth}"
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("seed", threads)
+end
+init = function(args)
+  math.randomseed(seed or 1)
+end
+request = function()
+  local i = math.random(0, span - 1)
+  local path = string.format("/customer/v2/department/bench-dept-%03d/entity/%s/%d/customer",
+    i % {DEPARTMENTS}, entities[math.random(1, 2)], i + 1)
+  return wrk.format(nil, path)
+end
+{DONE}"#
+    )
+}
+
+/// A file only this user can read (the wrk script holds the bench subscriber's password).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn load(wrk: &Path, address: &str, path: &str, script: &Path, seconds: u64) -> Result<Load> {
+    let mut cmd = Command::new(wrk);
+    cmd.arg(format!("-t{THREADS}"))
+        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--timeout")
+        .arg("5s")
+        .arg("-s")
+        .arg(script)
+        .arg(format!("http://{address}{path}"));
+    println!("$ {}", crate::util::display(&cmd));
+    let output = capture(cmd)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed ({}): {stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let load = parse_wrk(&stdout)?;
+    println!(
+        "{:.0} requests/s, p50 {} p99 {} p99.9 {}, {} answers >= 400, {} socket errors",
+        load.per_second,
+        ms(load.p50),
+        ms(load.p99),
+        ms(load.p999),
+        load.bad_status,
+        load.socket_errors
+    );
+    Ok(load)
+}
+
+fn parse_wrk(stdout: &str) -> Result<Load> {
+    let mut load = Load::default();
+    let mut seen = 0;
+    for line in stdout.lines() {
+        let Some(rest) = line.strip_prefix("BENCH ") else {
+            continue;
+        };
+        let (name, value) = rest
+            .split_once(' ')
+            .with_context(|| format!("cannot read wrk's `{line}`"))?;
+        let number: f64 = value
+            .trim()
+            .parse()
+            .with_context(|| format!("cannot read wrk's `{line}`"))?;
+        match name {
+            "requests" => load.requests = number as u64,
+            "per_second" => load.per_second = number,
+            "p50" => load.p50 = number,
+            "p99" => load.p99 = number,
+            "p999" => load.p999 = number,
+            "bad_status" => load.bad_status = number as u64,
+            "socket_errors" => load.socket_errors = number as u64,
+            _ => continue,
+        }
+        seen += 1;
+    }
+    ensure!(
+        seen == 7,
+        "wrk printed {seen} of the 7 figures its script's done() writes:\n{stdout}"
+    );
+    Ok(load)
+}
+
+// ---------------------------------------------------------------------------------------------
+// pgbench
+
+/// `server/src/store/lookup.sql` as a pgbench script: comments dropped, `$1`..`$5` replaced by
+/// pgbench variables, the department and entity id computed from a random index as wrk does.
+fn pgbench_script(customers: usize) -> Result<String> {
+    let path = root().join("server/src/store/lookup.sql");
+    let sql = std::fs::read_to_string(&path).with_context(|| format!("reading {}", rel(&path)))?;
+    let mut sql: String = sql
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (parameter, replacement) in [
+        ("$1", ":username"),
+        ("$2", "('bench-dept-' || lpad(CAST(:dept AS text), 3, '0'))"),
+        ("$3", ":scope"),
+        (
+            "$4",
+            "(CASE CAST(:entity AS integer) WHEN 0 THEN 'ORDER' ELSE 'APPOINTMENT' END)",
+        ),
+        ("$5", ":id"),
+    ] {
+        ensure!(
+            sql.contains(parameter),
+            "{} no longer uses {parameter}: update pgbench_script in xtask/src/bench.rs",
+            rel(&path)
+        );
+        sql = sql.replace(parameter, replacement);
+    }
+    ensure!(
+        !sql.contains('$'),
+        "{} has a parameter past $5: update pgbench_script in xtask/src/bench.rs",
+        rel(&path)
+    );
+    Ok(format!(
+        "\\set i random(0, {})\n\\set dept :i % {DEPARTMENTS}\n\\set id :i + 1\n\\set entity random(0, 1)\n{};\n",
+        lookup_span(customers) - 1,
+        sql.trim_end().trim_end_matches(';')
+    ))
+}
+
+/// pgbench on the lookup's SQL against the bench database: its transactions per second.
+fn pgbench(url: &str, customers: usize, seconds: u64, work: &Path) -> Result<f64> {
+    let script = work.join("pgbench-lookup.sql");
+    std::fs::write(&script, pgbench_script(customers)?)?;
+    let (url, password) = split_password(url);
+    let mut cmd = Command::new(pgbench_program()?);
+    cmd.args(["-M", "prepared", "-n"])
+        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-j{THREADS}"))
+        .arg(format!("-T{seconds}"))
+        .arg("-D")
+        .arg(format!("username={USER}"))
+        .arg("-D")
+        .arg(format!("scope={SCOPE}"))
+        .arg("-f")
+        .arg(&script)
+        .arg(&url);
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    println!("$ {}", crate::util::display(&cmd));
+    let output = capture(cmd)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed ({}) on {}: {stdout}{stderr}",
+            output.status,
+            rel(&script)
+        );
+    }
+    let tps = parse_pgbench(&stdout).with_context(|| format!("{stdout}{stderr}"))?;
+    println!("pgbench: {tps:.0} tps");
+    Ok(tps)
+}
+
+fn parse_pgbench(stdout: &str) -> Result<f64> {
+    let failed = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("number of failed transactions: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse::<u64>().ok())
+        .unwrap_or(0);
+    ensure!(failed == 0, "pgbench reported {failed} failed transactions");
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|tps| tps.parse().ok())
+        .context("pgbench printed no `tps = ` line")
+}
+
+/// Rows in `links`: the lookup finds customers only where the server fills this table.
+fn count_links(url: &str) -> Result<u64> {
+    let (url, password) = split_password(url);
+    let mut cmd = Command::new("psql");
+    cmd.args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c"])
+        .arg("SELECT count(*) FROM links");
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    let output = capture(cmd)?;
+    ensure!(
+        output.status.success(),
+        "psql could not count the rows of `links`: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .context("psql's count of `links` is not a number")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
+
+fn ms(microseconds: f64) -> String {
+    format!("{:.2} ms", microseconds / 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
+}
+
+fn statuses_text(statuses: &[(u16, u64)]) -> String {
+    if statuses.is_empty() {
+        return "none".to_string();
+    }
+    let total: u64 = statuses.iter().map(|(_, count)| count).sum();
+    statuses
+        .iter()
+        .map(|(status, count)| {
+            format!(
+                "{status}: {count} ({:.1} %)",
+                100.0 * *count as f64 / total as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn errors(load: &Load) -> u64 {
+    load.bad_status + load.socket_errors
+}
+
+fn print_table(results: &[Measured], customers: usize, seconds: u64) {
+    println!(
+        "\nbench: {customers} customers, wrk {CONNECTIONS} connections, {THREADS} threads, {seconds} s each"
+    );
+    println!(
+        "{:<11} {:<18} {:>11} {:>8} {:>10} {:>10} {:>10} {:>7}",
+        "database", "load", "requests/s", "ratio", "p50", "p99", "p99.9", "errors"
+    );
+    for result in results {
+        for (name, load) in [
+            ("/healthz", &result.healthz),
+            ("getLinkedCustomer", &result.lookup),
+        ] {
+            println!(
+                "{:<11} {:<18} {:>11.0} {:>8.2} {:>10} {:>10} {:>10} {:>7}",
+                result.database.name(),
+                name,
+                load.per_second,
+                load.per_second / result.healthz.per_second,
+                ms(load.p50),
+                ms(load.p99),
+                ms(load.p999),
+                errors(load)
+            );
+        }
+    }
+    for result in results {
+        println!(
+            "{}: answers {}; server peak RSS {}; import {:.0} customers/s, peak RSS {}{}",
+            result.database.name(),
+            statuses_text(&result.statuses),
+            mib(result.server_peak_kib),
+            customers as f64 / result.import_seconds,
+            mib(result.import_peak_kib),
+            match result.pgbench_tps {
+                Some(tps) => format!(
+                    "; pgbench {tps:.0} tps, server/pgbench {:.2}{}",
+                    result.lookup.per_second / tps,
+                    links_note(result.links_rows, customers)
+                ),
+                None => String::new(),
+            }
+        );
+    }
+}
+
+fn links_note(rows: Option<u64>, customers: usize) -> String {
+    match rows {
+        Some(rows) if rows < 2 * customers as u64 => format!(
+            " (links has {rows} rows, not {}: pgbench's lookups found no customer)",
+            2 * customers
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The smoke run's verdict: any failed request fails it.
+fn require_no_errors(results: &[Measured]) -> Result<()> {
+    for result in results {
+        for (name, load) in [
+            ("/healthz", &result.healthz),
+            ("getLinkedCustomer", &result.lookup),
+        ] {
+            ensure!(
+                errors(load) == 0 && load.requests > 0,
+                "{} {name}: {} requests, {} answered 400 or more, {} socket errors (the server's log: target/xtask/bench/server-{}.log)",
+                result.database.name(),
+                load.requests,
+                load.bad_status,
+                load.socket_errors,
+                result.database.key()
+            );
+        }
+        let unexpected: Vec<_> = result
+            .statuses
+            .iter()
+            .filter(|(status, _)| ![200, 204].contains(status))
+            .collect();
+        ensure!(
+            unexpected.is_empty(),
+            "{} getLinkedCustomer answered other than 200 or 204: {}",
+            result.database.name(),
+            statuses_text(&result.statuses)
+        );
+    }
+    println!("\nbench smoke: no errors");
+    Ok(())
+}
+
+/// "2 cores, Intel(R) Xeon(R) ..." for the record.
+fn machine() -> Result<String> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    Ok(format!("{cores} cores, {cpu}"))
+}
+
+fn today() -> Result<String> {
+    let mut date = Command::new("date");
+    date.args(["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let output = capture(date)?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+const HEADER: &str = "# Benchmarks
+
+Written by `cargo xtask bench` (see `xtask/src/bench.rs`); each run replaces the section of its
+database and data-set size, so sections for other sizes stay.
+
+How to read them: the absolute figures describe one machine on one day and do not travel. What
+does travel is the **ratio to `/healthz` in the same run**: `/healthz` answers without touching
+the database, so it is what the HTTP stack, wrk and this machine manage at all, and
+getLinkedCustomer's share of it shows what authentication, the lookup and the JSON cost. On
+PostgreSQL, **server/pgbench** compares the server with the lookup's own SQL
+(`server/src/store/lookup.sql`) run by pgbench on the same database, with the same number of
+connections: how much of the database's speed reaches the client. Compare runs through these
+ratios, and absolute figures only between runs on the same machine.
+
+The load: wrk, 64 connections, 2 threads, on the same machine as the server, with a random
+customer index per request, of which about 9 in 10 are linked (200) and the rest are not (204);
+the subscriber's credentials are checked once and then cached by the server, as in production.
+The server runs with its default logging (a text line per request at `info`).
+";
+
+fn section(
+    result: &Measured,
+    customers: usize,
+    seconds: u64,
+    command: &str,
+    machine: &str,
+    date: &str,
+) -> String {
+    let healthz = result.healthz.per_second;
+    let mut text = format!(
+        "## {}, {customers} customers\n\n\
+         {date}, {machine}; `{command}` (wrk {CONNECTIONS} connections, {THREADS} threads, {seconds} s per load).\n\n\
+         | load | requests/s | ratio to /healthz | p50 | p99 | p99.9 | errors |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+        result.database.name()
+    );
+    for (name, load) in [
+        ("`/healthz`", &result.healthz),
+        ("getLinkedCustomer", &result.lookup),
+    ] {
+        text.push_str(&format!(
+            "| {name} | {:.0} | {:.2} | {} | {} | {} | {} |\n",
+            load.per_second,
+            load.per_second / healthz,
+            ms(load.p50),
+            ms(load.p99),
+            ms(load.p999),
+            errors(load)
+        ));
+    }
+    text.push_str(&format!(
+        "\n- getLinkedCustomer answers (server's `/metrics`): {}\n\
+         - server peak RSS (VmHWM) after both loads: {}\n\
+         - import of {customers} customers (`linked-customer-server import`, wall time): {:.2} s, {:.0} customers/s, peak RSS {}\n",
+        statuses_text(&result.statuses),
+        mib(result.server_peak_kib),
+        result.import_seconds,
+        customers as f64 / result.import_seconds,
+        mib(result.import_peak_kib)
+    ));
+    if let Some(tps) = result.pgbench_tps {
+        text.push_str(&format!(
+            "- pgbench on `lookup.sql` (`-M prepared -c {CONNECTIONS} -j {THREADS} -T {seconds}`): {tps:.0} tps; server/pgbench {:.2}{}\n",
+            result.lookup.per_second / tps,
+            links_note(result.links_rows, customers)
+        ));
+    }
+    text
+}
+
+fn write_markdown(
+    results: &[Measured],
+    customers: usize,
+    seconds: u64,
+    command: &str,
+    machine: &str,
+) -> Result<()> {
+    let path = root().join(MARKDOWN);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| HEADER.to_string());
+    let date = today()?;
+    for result in results {
+        let key = format!("{}:{customers}", result.database.key());
+        let body = section(result, customers, seconds, command, machine, &date);
+        text = replace_section(&text, &key, &body);
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {MARKDOWN}"))
+}
+
+/// `text` with the section marked `key` replaced by `body` (appended when there is none).
+fn replace_section(text: &str, key: &str, body: &str) -> String {
+    let start = format!("<!-- bench:{key} -->");
+    let end = format!("<!-- /bench:{key} -->");
+    let block = format!("{start}\n{body}{end}\n");
+    if let (Some(from), Some(to)) = (text.find(&start), text.find(&end))
+        && from < to
+    {
+        let to = to + end.len();
+        let to = if text[to..].starts_with('\n') {
+            to + 1
+        } else {
+            to
+        };
+        return format!("{}{block}{}", &text[..from], &text[to..]);
+    }
+    format!("{}\n\n{block}", text.trim_end())
+}
+
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_pads() {
+        assert_eq!(base64("bench:pw"), "YmVuY2g6cHc=");
+        assert_eq!(base64("ab"), "YWI=");
+        assert_eq!(base64("abc"), "YWJj");
+    }
+
+    #[test]
+    fn lines_are_deterministic_and_complete() {
+        let line = customer_line(7);
+        assert_eq!(line, customer_line(7));
+        assert_ne!(line, customer_line(8));
+        assert_eq!(line["department"], "bench-dept-007");
+        assert_eq!(line["links"][0]["entityId"], 8);
+        let demo = std::fs::read_to_string(root().join("server/demo/demo.jsonl")).unwrap();
+        let demo: serde_json::Value = serde_json::from_str(demo.lines().next().unwrap()).unwrap();
+        // Every field the demo customer fills, this one fills too.
+        for (object, model) in [
+            (&line["customer"], &demo["customer"]),
+            (
+                &line["customer"]["emails"][0],
+                &demo["customer"]["emails"][0],
+            ),
+            (
+                &line["customer"]["phoneNumbers"][0],
+                &demo["customer"]["phoneNumbers"][0],
+            ),
+            (
+                &line["customer"]["addresses"][0],
+                &demo["customer"]["addresses"][0],
+            ),
+            (&line["vehicles"][1], &demo["vehicles"][0]),
+        ] {
+            for key in model.as_object().unwrap().keys() {
+                assert!(object.get(key).is_some(), "missing {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn sections_are_replaced_not_repeated() {
+        let once = replace_section(HEADER, "sqlite:10", "a\n");
+        let twice = replace_section(&once, "sqlite:10", "b\n");
+        let other = replace_section(&twice, "postgres:10", "c\n");
+        assert!(!twice.contains("a\n<!--") && twice.contains("b\n"));
+        assert_eq!(other.matches("<!-- bench:sqlite:10 -->").count(), 1);
+        assert!(other.contains("c\n"));
+    }
+
+    #[test]
+    fn reads_wrk_and_pgbench() {
+        let load = parse_wrk(
+            "Running 5s test\nBENCH requests 10\nBENCH per_second 2.00\nBENCH p50 100.0\n\
+             BENCH p99 200.0\nBENCH p999 300.5\nBENCH bad_status 1\nBENCH socket_errors 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (load.requests, load.bad_status, load.socket_errors),
+            (10, 1, 2)
+        );
+        assert_eq!(load.p999, 300.5);
+        assert!(parse_wrk("BENCH requests 10\n").is_err());
+        let tps = parse_pgbench(
+            "number of failed transactions: 0 (0.000%)\ntps = 1234.5 (without initial connection time)\n",
+        )
+        .unwrap();
+        assert_eq!(tps, 1234.5);
+        assert!(parse_pgbench("number of failed transactions: 3 (1%)\ntps = 1.0 (x)\n").is_err());
+    }
+
+    #[test]
+    fn the_pgbench_script_has_no_positional_parameters() {
+        let script = pgbench_script(900).unwrap();
+        assert!(script.starts_with("\\set i random(0, 999)\n"));
+        assert!(!script.contains('$') && script.contains(":username"));
+        assert!(script.trim_end().ends_with(';'));
+    }
+}
