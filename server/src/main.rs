@@ -5,7 +5,7 @@ use std::process::ExitCode;
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    linked_customer_server::telemetry::init_logging();
+    let _logs = linked_customer_server::telemetry::init_logging();
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

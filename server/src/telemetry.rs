@@ -15,12 +15,22 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Structured logs to stderr: JSON with `LINKED_CUSTOMER_LOG_FORMAT=json`, else text with fields.
 /// The level comes from `RUST_LOG` (default `info`).
-pub fn init_logging() {
+///
+/// Lines are written by a thread of their own, in batches, so that a request does not wait for
+/// a write to stderr (at `info` there is a line per request). When stderr is slower than the
+/// requests for long enough to fill the queue, requests wait rather than lines being lost.
+/// Keep the returned guard until the process ends: dropping it writes what is queued.
+pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let json = std::env::var("LINKED_CUSTOMER_LOG_FORMAT").is_ok_and(|f| f == "json");
     // A second initialisation (tests start several servers in one process) is harmless.
@@ -29,6 +39,7 @@ pub fn init_logging() {
     } else {
         builder.try_init()
     };
+    guard
 }
 
 pub struct Metrics {

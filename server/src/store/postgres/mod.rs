@@ -1,20 +1,22 @@
-//! The PostgreSQL store, on sqlx. A lookup is one prepared statement; an import streams its
+//! The PostgreSQL store. A lookup is one prepared statement on a pipelined connection
+//! (`reads`); the rest is on sqlx: migrations, subscribers, and an import that streams its
 //! records into a temporary table with `COPY` and merges them with a few set-based statements,
 //! all in one transaction.
 
-use super::{
-    ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey, Opened, Store, SubscriberAccess,
-};
+mod reads;
+
+use super::{ImportStream, ImportSummary, Lookup, LookupKey, Opened, Store};
 use crate::domain::DepartmentToken;
 use anyhow::{Context, Result};
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct PgStore {
     pool: PgPool,
+    reads: reads::Reads,
 }
 
 pub async fn open(url: &str) -> Result<Opened> {
@@ -31,8 +33,10 @@ pub async fn open(url: &str) -> Result<Opened> {
         .await
         .context("could not migrate the PostgreSQL database")?;
     super::carry_over::postgres(&pool).await?;
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let reads = reads::Reads::open(url, cores * 2).await?;
     Ok(Opened {
-        store: Arc::new(PgStore { pool }),
+        store: Arc::new(PgStore { pool, reads }),
         created: false,
     })
 }
@@ -100,25 +104,7 @@ impl Store for PgStore {
     }
 
     async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {
-        let row = sqlx::query(LOOKUP_SQL)
-            .bind(key.username)
-            .bind(key.department.as_str())
-            .bind(key.scope)
-            .bind(key.entity.as_str())
-            .bind(key.entity_id.get())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(Lookup {
-            access: SubscriberAccess {
-                subscriber_id: row.try_get(0)?,
-                password_hash: row.try_get(1)?,
-                granted: row.try_get(2)?,
-            },
-            document: row.try_get(3)?,
-        }))
+        self.reads.lookup(key).await
     }
 
     async fn import(&self, records: ImportStream<'static>) -> Result<ImportSummary> {

@@ -1,0 +1,254 @@
+//! getLinkedCustomer's reads on a few pipelined connections (tokio-postgres): a lookup is sent
+//! while earlier ones are still being answered, so one connection carries many requests at a
+//! time and PostgreSQL answers them back to back. sqlx sends one statement per connection at a
+//! time, and its pool of them cost a lookup most of its time (BENCHMARKS.md).
+//!
+//! A connection that fails is replaced at the next lookup that would have used it.
+
+use super::super::{LOOKUP_SQL, Lookup, LookupKey, SubscriberAccess};
+use anyhow::{Context, Result, bail};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The longest a lookup waits for its answer.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Reads {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    slots: Vec<RwLock<Option<Arc<Connection>>>>,
+    next: AtomicUsize,
+}
+
+struct Connection {
+    client: Client,
+    lookup: Statement,
+}
+
+impl Reads {
+    /// Opens `connections` connections to the database of `url` (a `DATABASE_URL`).
+    pub async fn open(url: &str, connections: usize) -> Result<Reads> {
+        let (config, tls) = config(url)?;
+        let reads = Reads {
+            config,
+            tls,
+            slots: (0..connections.max(1)).map(|_| RwLock::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        };
+        for slot in 0..reads.slots.len() {
+            reads.connection(slot).await?;
+        }
+        Ok(reads)
+    }
+
+    pub async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let connection = self.connection(slot).await?;
+        let (department, entity, entity_id) = (
+            key.department.as_str(),
+            key.entity.as_str(),
+            key.entity_id.get(),
+        );
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&key.username, &department, &key.scope, &entity, &entity_id];
+        let query = connection.client.query_opt(&connection.lookup, &params);
+        let row = tokio::time::timeout(QUERY_TIMEOUT, query)
+            .await
+            .context("the lookup timed out")??;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Lookup {
+            access: SubscriberAccess {
+                subscriber_id: row.try_get(0)?,
+                password_hash: row.try_get(1)?,
+                granted: row.try_get(2)?,
+            },
+            document: row.try_get(3)?,
+        }))
+    }
+
+    /// The connection of `slot`, opened again if it is missing or closed.
+    async fn connection(&self, slot: usize) -> Result<Arc<Connection>> {
+        let current = self.slots[slot]
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(connection) = current
+            && !connection.client.is_closed()
+        {
+            return Ok(connection);
+        }
+        let connect = self.config.connect(self.tls.clone());
+        let (client, driver) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .context("connecting to PostgreSQL timed out")?
+            .context("could not connect to PostgreSQL")?;
+        tokio::spawn(async move {
+            if let Err(err) = driver.await {
+                tracing::warn!(error = %err, "a PostgreSQL read connection closed");
+            }
+        });
+        let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8];
+        let lookup = client.prepare_typed(LOOKUP_SQL, &types).await?;
+        let connection = Arc::new(Connection { client, lookup });
+        *self.slots[slot]
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection.clone());
+        Ok(connection)
+    }
+}
+
+/// The connection settings of `url`, and TLS as its `sslmode` asks (libpq's meanings):
+/// `disable`; `prefer` (the default) and `require` encrypt without checking the certificate;
+/// `verify-ca` and `verify-full` check it against `sslrootcert` (a PEM file) or, without one,
+/// the Mozilla roots, and both check the host name.
+fn config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut ssl_mode = "prefer".to_string();
+    let mut root_cert = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", value)) => ssl_mode = value.to_string(),
+            Some(("sslrootcert", value)) => root_cert = Some(percent_decode(value)),
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let mut config = tokio_postgres::Config::from_str(&url)
+        .context("DATABASE_URL is not a PostgreSQL URL that the read connections understand")?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS set-up")?;
+    let tls = match ssl_mode.as_str() {
+        "disable" | "allow" | "prefer" | "require" => {
+            config.ssl_mode(match ssl_mode.as_str() {
+                "disable" | "allow" => SslMode::Disable,
+                "prefer" => SslMode::Prefer,
+                _ => SslMode::Require,
+            });
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
+                .with_no_client_auth()
+        }
+        "verify-ca" | "verify-full" => {
+            config.ssl_mode(SslMode::Require);
+            let mut roots = rustls::RootCertStore::empty();
+            match root_cert {
+                Some(path) => {
+                    let pem = std::fs::read(&path)
+                        .with_context(|| format!("could not read sslrootcert {path}"))?;
+                    for cert in rustls_pemfile_certs(&pem)? {
+                        roots
+                            .add(cert)
+                            .context("sslrootcert holds an unusable certificate")?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        other => bail!("DATABASE_URL has an unknown sslmode {other:?}"),
+    };
+    Ok((config, MakeRustlsConnect::new(tls)))
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("sslrootcert is not a PEM file of certificates")
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `prefer` and `require`: encrypted, the certificate taken as it comes (as libpq does).
+#[derive(Debug)]
+struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config;
+    use tokio_postgres::config::SslMode;
+
+    #[test]
+    fn sslmode_is_read_as_libpq_reads_it() {
+        let (c, _) = config("postgres://u:p@h:5433/db").unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
+        assert_eq!(c.get_ports(), [5433]);
+        let (c, _) = config("postgres://u:p@h/db?sslmode=disable&application_name=x").unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Disable);
+        assert_eq!(c.get_application_name(), Some("x"));
+        let (c, _) = config("postgres://u:p@h/db?sslmode=verify-full").unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Require);
+        assert!(config("postgres://u:p@h/db?sslmode=sometimes").is_err());
+        assert!(config("postgres://u:p@h/db?sslmode=verify-ca&sslrootcert=/nonexistent").is_err());
+    }
+}
