@@ -125,7 +125,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let records = import::records(std::io::BufReader::with_capacity(1 << 20, reader));
             let summary = opened
                 .store
-                .import(Box::new(import::Progress::new(records)))
+                .import(Box::new(import::Progress::new(import::read_ahead(records))))
                 .await
                 .with_context(|| format!("{} was not imported", file.display()))?;
             println!(

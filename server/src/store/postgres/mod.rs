@@ -44,7 +44,6 @@ pub async fn open(url: &str) -> Result<Opened> {
 /// Where an import's records wait, in this transaction only, until they are merged.
 const CREATE_STAGING: &str = "
     CREATE TEMPORARY TABLE import_rows (
-        line          BIGINT NOT NULL,
         department    TEXT NOT NULL,
         customer_uuid TEXT NOT NULL,
         document      TEXT NOT NULL,
@@ -61,7 +60,6 @@ const MERGE_CUSTOMERS: &str = "
         INSERT INTO customer_documents (department_id, customer_uuid, document)
         SELECT d.id, r.customer_uuid, r.document
         FROM import_rows r JOIN departments d ON d.token = r.department
-        ORDER BY r.line
         ON CONFLICT (department_id, customer_uuid) DO UPDATE SET document = excluded.document
         RETURNING xmax = 0 AS created)
     SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM merged";
@@ -127,7 +125,6 @@ impl Store for PgStore {
                 .map(|l| l.entity_id.get().to_string())
                 .collect();
             let fields = [
-                &record.line.to_string(),
                 record.department.as_str(),
                 &record.customer_uuid,
                 &record.document,
