@@ -205,18 +205,20 @@ impl<I: Iterator<Item = Result<ImportRecord, ImportError>>> Iterator for Progres
 
 /// Checks lines one at a time and remembers what earlier lines claimed, so that a file cannot
 /// say two things about one customer or link one entity twice (the later line would silently
-/// win). It keeps 128-bit keyed hashes, not the strings: memory per line stays small.
+/// win). It keeps a keyed 64-bit hash of each key and the line number, not the strings, so that
+/// a file of millions of lines stays within tens of MB: two keys of one file share a hash with
+/// a chance of about one in 10^6 for 6 million keys, and then the file is refused naming both
+/// lines, never imported wrong (and the next run, with a new key, goes through).
 #[derive(Default)]
 struct Checker {
-    hashers: (RandomState, RandomState),
-    customers: HashMap<u128, usize>,
-    linked: HashMap<u128, usize>,
+    hasher: RandomState,
+    customers: HashMap<u64, u32>,
+    linked: HashMap<u64, u32>,
 }
 
 impl Checker {
-    fn key(&self, value: impl Hash + Copy) -> u128 {
-        let (a, b) = &self.hashers;
-        (u128::from(a.hash_one(value)) << 64) | u128::from(b.hash_one(value))
+    fn key(&self, value: impl Hash) -> u64 {
+        self.hasher.hash_one(value)
     }
 
     fn check(&mut self, line: usize, raw: &str) -> Result<ImportRecord, ImportError> {
@@ -272,7 +274,7 @@ impl Checker {
             ));
         }
         let key = self.key((department.as_str(), uuid));
-        if let Some(first) = self.customers.insert(key, line) {
+        if let Some(first) = self.customers.insert(key, line_number(line)) {
             return Err(fail(
                 "customer.customerUuid",
                 format!("the same customer is already on line {first} of this file"),
@@ -285,7 +287,7 @@ impl Checker {
             let entity_id = EntityId::new(link.entity_id)
                 .map_err(|msg| fail(&format!("links[{i}].entityId"), msg))?;
             let key = self.key((department.as_str(), entity, entity_id.get()));
-            if let Some(first) = self.linked.insert(key, line) {
+            if let Some(first) = self.linked.insert(key, line_number(line)) {
                 return Err(fail(
                     &format!("links[{i}]"),
                     format!("this entity is already linked on line {first} of this file"),
@@ -307,6 +309,12 @@ impl Checker {
             links,
         })
     }
+}
+
+/// A line number as the checker keeps it (a file of more than 4 billion lines is not a concern:
+/// the number saturates and only the message would be off).
+fn line_number(line: usize) -> u32 {
+    u32::try_from(line).unwrap_or(u32::MAX)
 }
 
 /// The path of the first string holding U+0000 (which PostgreSQL cannot store in text).

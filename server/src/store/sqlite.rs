@@ -127,6 +127,9 @@ const INSERT_GRANT: &str = "
     ON CONFLICT DO NOTHING";
 const DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE username = ?1";
 const UPDATE_PASSWORD: &str = "UPDATE subscribers SET password_hash = ?2 WHERE username = ?1";
+/// Page cache of a connection: SQLite's default, and a larger one while importing.
+const DEFAULT_CACHE_KIB: i64 = 2000;
+const IMPORT_CACHE_KIB: i64 = 32 * 1024;
 /// Readiness reads a table of the schema, not just the connection.
 const PING: &str = "SELECT count(*) FROM (SELECT 1 FROM subscribers LIMIT 1)";
 
@@ -167,59 +170,12 @@ impl Store for SqliteStore {
     async fn import(&self, records: ImportStream<'static>) -> Result<ImportSummary> {
         self.write(move |conn| {
             let mut summary = ImportSummary::default();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut departments: HashMap<String, i64> = HashMap::new();
-                let mut upsert_department = tx.prepare(UPSERT_DEPARTMENT)?;
-                let mut find = tx.prepare(FIND_CUSTOMER)?;
-                let mut insert = tx.prepare(INSERT_CUSTOMER)?;
-                let mut update = tx.prepare(UPDATE_CUSTOMER)?;
-                let mut unlink = tx.prepare(UNLINK_CUSTOMER)?;
-                let mut link = tx.prepare(UPSERT_LINK)?;
-                for record in records {
-                    let record = record?;
-                    let token = record.department.as_str();
-                    let department_id = match departments.get(token) {
-                        Some(id) => *id,
-                        None => {
-                            let id: i64 = upsert_department.query_row([token], |r| r.get(0))?;
-                            departments.insert(token.to_string(), id);
-                            id
-                        }
-                    };
-                    let existing: Option<i64> = find
-                        .query_row((department_id, &record.customer_uuid), |r| r.get(0))
-                        .optional()?;
-                    let customer_id = match existing {
-                        Some(id) => {
-                            update.execute((id, &record.document))?;
-                            unlink.execute([id])?;
-                            summary.customers_updated += 1;
-                            id
-                        }
-                        None => {
-                            insert.execute((
-                                department_id,
-                                &record.customer_uuid,
-                                &record.document,
-                            ))?;
-                            summary.customers_created += 1;
-                            tx.last_insert_rowid()
-                        }
-                    };
-                    for l in &record.links {
-                        link.execute((
-                            department_id,
-                            l.entity.as_str(),
-                            l.entity_id.get(),
-                            customer_id,
-                        ))?;
-                        summary.links += 1;
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(summary)
+            // An import inserts into indexes at random places; with SQLite's default 2 MB of
+            // page cache, pages leave the cache half-written and are written again and again.
+            conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+            let result = import_in(conn, records, &mut summary);
+            conn.pragma_update(None, "cache_size", -DEFAULT_CACHE_KIB)?;
+            result.map(|()| summary)
         })
         .await
     }
@@ -265,4 +221,61 @@ impl Store for SqliteStore {
         self.write(move |conn| Ok(conn.execute(UPDATE_PASSWORD, (&username, &password_hash))? > 0))
             .await
     }
+}
+
+/// Writes the records in one transaction; an error anywhere rolls it back (dropped `tx`).
+fn import_in(
+    conn: &mut Connection,
+    records: ImportStream<'static>,
+    summary: &mut ImportSummary,
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut departments: HashMap<String, i64> = HashMap::new();
+        let mut upsert_department = tx.prepare(UPSERT_DEPARTMENT)?;
+        let mut find = tx.prepare(FIND_CUSTOMER)?;
+        let mut insert = tx.prepare(INSERT_CUSTOMER)?;
+        let mut update = tx.prepare(UPDATE_CUSTOMER)?;
+        let mut unlink = tx.prepare(UNLINK_CUSTOMER)?;
+        let mut link = tx.prepare(UPSERT_LINK)?;
+        for record in records {
+            let record = record?;
+            let token = record.department.as_str();
+            let department_id = match departments.get(token) {
+                Some(id) => *id,
+                None => {
+                    let id: i64 = upsert_department.query_row([token], |r| r.get(0))?;
+                    departments.insert(token.to_string(), id);
+                    id
+                }
+            };
+            let existing: Option<i64> = find
+                .query_row((department_id, &record.customer_uuid), |r| r.get(0))
+                .optional()?;
+            let customer_id = match existing {
+                Some(id) => {
+                    update.execute((id, &record.document))?;
+                    unlink.execute([id])?;
+                    summary.customers_updated += 1;
+                    id
+                }
+                None => {
+                    insert.execute((department_id, &record.customer_uuid, &record.document))?;
+                    summary.customers_created += 1;
+                    tx.last_insert_rowid()
+                }
+            };
+            for l in &record.links {
+                link.execute((
+                    department_id,
+                    l.entity.as_str(),
+                    l.entity_id.get(),
+                    customer_id,
+                ))?;
+                summary.links += 1;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
