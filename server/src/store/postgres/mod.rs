@@ -54,6 +54,15 @@ const COPY_STAGING: &str = "COPY import_rows FROM STDIN";
 const MERGE_DEPARTMENTS: &str = "
     INSERT INTO departments (token) SELECT DISTINCT department FROM import_rows
     ON CONFLICT (token) DO NOTHING";
+/// The ids of the customers this import wrote, so that their links need no lookup in the
+/// (large) customer table.
+const CREATE_IMPORTED: &str = "
+    CREATE TEMPORARY TABLE imported (
+        id            BIGINT NOT NULL,
+        department_id BIGINT NOT NULL,
+        customer_uuid TEXT NOT NULL,
+        created       BOOLEAN NOT NULL
+    ) ON COMMIT DROP";
 /// `xmax = 0` holds for a row this statement inserted, not for one it updated.
 const MERGE_CUSTOMERS: &str = "
     WITH merged AS (
@@ -61,22 +70,25 @@ const MERGE_CUSTOMERS: &str = "
         SELECT d.id, r.customer_uuid, r.document
         FROM import_rows r JOIN departments d ON d.token = r.department
         ON CONFLICT (department_id, customer_uuid) DO UPDATE SET document = excluded.document
-        RETURNING xmax = 0 AS created)
-    SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM merged";
+        RETURNING id, department_id, customer_uuid, xmax = 0)
+    INSERT INTO imported SELECT * FROM merged";
+const COUNT_IMPORTED: &str =
+    "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM imported";
 /// A re-imported customer's links are the ones of its new line only.
 const UNLINK_CUSTOMERS: &str = "
-    DELETE FROM links l
-    USING import_rows r, departments d, customer_documents c
-    WHERE d.token = r.department AND c.department_id = d.id AND c.customer_uuid = r.customer_uuid
-      AND l.customer_id = c.id";
+    DELETE FROM links l USING imported i WHERE NOT i.created AND l.customer_id = i.id";
+/// In the links' key order, so that their index is filled from one end rather than at random.
 const MERGE_LINKS: &str = "
     INSERT INTO links (department_id, entity, entity_id, customer_id)
-    SELECT d.id, u.entity, u.entity_id, c.id
+    SELECT i.department_id, u.entity, u.entity_id, i.id
     FROM import_rows r
     JOIN departments d ON d.token = r.department
-    JOIN customer_documents c ON c.department_id = d.id AND c.customer_uuid = r.customer_uuid
+    JOIN imported i ON i.department_id = d.id AND i.customer_uuid = r.customer_uuid
     CROSS JOIN LATERAL unnest(r.entities, r.entity_ids) AS u (entity, entity_id)
+    ORDER BY 1, 2, 3
     ON CONFLICT (department_id, entity, entity_id) DO UPDATE SET customer_id = excluded.customer_id";
+/// Memory for the merges' sorts and hash joins, for this transaction only.
+const IMPORT_WORK_MEM: &str = "SET LOCAL work_mem = '64MB'";
 const UPSERT_DEPARTMENT: &str = "
     INSERT INTO departments (token) VALUES ($1)
     ON CONFLICT (token) DO UPDATE SET token = excluded.token
@@ -106,6 +118,7 @@ impl Store for PgStore {
     }
 
     async fn import(&self, records: ImportStream<'static>) -> Result<ImportSummary> {
+        let mut stage = Stage::new();
         let mut tx = self.pool.begin().await?;
         sqlx::query(CREATE_STAGING).execute(&mut *tx).await?;
         let mut copy = tx.copy_in_raw(COPY_STAGING).await?;
@@ -144,14 +157,23 @@ impl Store for PgStore {
             }
         }
         copy.send(chunk.as_bytes()).await?;
-        copy.finish().await?;
-        sqlx::query("ANALYZE import_rows").execute(&mut *tx).await?;
-        sqlx::query(MERGE_DEPARTMENTS).execute(&mut *tx).await?;
+        let staged = copy.finish().await?;
+        stage.done("staged", staged);
+        for statement in [IMPORT_WORK_MEM, "ANALYZE import_rows", MERGE_DEPARTMENTS] {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        sqlx::query(CREATE_IMPORTED).execute(&mut *tx).await?;
+        sqlx::query(MERGE_CUSTOMERS).execute(&mut *tx).await?;
+        sqlx::query("ANALYZE imported").execute(&mut *tx).await?;
         let (created, updated): (i64, i64) =
-            sqlx::query_as(MERGE_CUSTOMERS).fetch_one(&mut *tx).await?;
-        sqlx::query(UNLINK_CUSTOMERS).execute(&mut *tx).await?;
+            sqlx::query_as(COUNT_IMPORTED).fetch_one(&mut *tx).await?;
+        stage.done("customers merged", (created + updated).unsigned_abs());
+        let unlinked = sqlx::query(UNLINK_CUSTOMERS).execute(&mut *tx).await?;
+        stage.done("old links removed", unlinked.rows_affected());
         let links = sqlx::query(MERGE_LINKS).execute(&mut *tx).await?;
+        stage.done("links merged", links.rows_affected());
         tx.commit().await?;
+        stage.done("committed", 0);
         Ok(ImportSummary {
             customers_created: usize::try_from(created)?,
             customers_updated: usize::try_from(updated)?,
@@ -208,6 +230,25 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+/// Logs how long each stage of an import took: where a slow import spends its time.
+struct Stage(std::time::Instant);
+
+impl Stage {
+    fn new() -> Stage {
+        Stage(std::time::Instant::now())
+    }
+
+    fn done(&mut self, stage: &str, rows: u64) {
+        tracing::info!(
+            stage,
+            rows,
+            seconds = self.0.elapsed().as_secs_f64(),
+            "import"
+        );
+        self.0 = std::time::Instant::now();
     }
 }
 
