@@ -329,11 +329,12 @@ Error codes (stable; a code is never reused for another meaning):
 | 1001 | INVALID_DEPARTMENT_TOKEN | 400 | `serviceSubscriberDepartmentToken` is not 1 to 64 characters of `A-Z a-z 0-9 _ -`. |
 | 1002 | INVALID_ENTITY | 400 | `entity` is not one of `ORDER`, `APPOINTMENT`, `THREAD`, `PAYMENT`. |
 | 1003 | INVALID_ENTITY_ID | 400 | `entityId` is not an integer from 1 to 9223372036854775807. |
-| 2001 | MISSING_CREDENTIALS | 401 | No `Authorization: Basic ...` header was sent, or it could not be read. |
+| 2001 | MISSING_CREDENTIALS | 401 | No `Authorization: Basic ...` header was sent, it could not be read, or there were several. |
 | 2002 | NOT_AUTHORIZED | 401 | The credentials were refused, or do not grant `customer.search` on this department. |
 | 4004 | NOT_FOUND | 404 | No operation exists at this path. |
 | 4005 | METHOD_NOT_ALLOWED | 405 | The path exists but not for this method; see the `Allow` header. |
 | 5000 | INTERNAL_ERROR | 500 | The server failed; quote the `x-request-id` response header when reporting it. |
+| 5003 | SERVICE_BUSY | 503 | The server is saturated; try again after the `Retry-After` header's seconds. |
 
 Warning codes are numbered from 3001; none is defined in this version, so `warnings` is
 always empty. Clients should ignore warning codes they do not know.
@@ -530,11 +531,11 @@ a department or an entity exists without being allowed to see it.
 - Optional values that are not known are left out of the JSON object; no field is ever `null`.
 - Arrays are always present, and may be empty.
 - Timestamps are RFC 3339 date-times in UTC.
-- Every error response (`400`, `401`, `404`, `500`) has the same body: an `errors` array and a
+- Every error response (`400`, `401`, `404`, `500`, `503`) has the same body: an `errors` array and a
   `warnings` array (see the `ErrorResponse` schema for the table of codes).
 
 
-Version: 2.0.0*/
+Version: 2.1.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -570,7 +571,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "2.0.0"
+        "2.1.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -651,6 +652,9 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             _ => Err(Error::UnexpectedResponse(response)),

@@ -5,7 +5,8 @@
 //! ([`generated`], regenerated with `cargo xtask codegen`); this crate adds only construction,
 //! HTTP Basic authentication and answers shaped for the caller: `Ok(Some(..))` for `200`,
 //! `Ok(None)` for `204`, and [`Error::Api`] with the status and the parsed error envelope for
-//! `400`, `401` and `500`. HTTPS works out of the box (rustls).
+//! `400`, `401`, `500` and `503` (the server is saturated: try again after its `Retry-After`
+//! seconds). HTTPS works out of the box (rustls).
 //!
 //! ```no_run
 //! use linked_customer_client::{Client, Entity, Error};
@@ -141,8 +142,8 @@ impl Client {
     /// `Ok(Some(..))` for `200`, `Ok(None)` when none is linked (`204`).
     ///
     /// The parameters are sent as given, so a malformed token or an `entity_id` below 1 gets
-    /// the server's `400` ([`Error::Api`] with error code 1001 or 1003). `401` and `500` are
-    /// [`Error::Api`] too. Warnings in a `200` answer are dropped: this version defines none
+    /// the server's `400` ([`Error::Api`] with error code 1001 or 1003). `401`, `500` and `503`
+    /// are [`Error::Api`] too. Warnings in a `200` answer are dropped: this version defines none
     /// (use [`Client::generated`] to see the whole answer).
     pub async fn get_linked_customer(
         &self,
@@ -250,8 +251,9 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 pub enum Error {
     /// The server refused the request with its error envelope: `400` (a malformed parameter,
     /// one entry per parameter at fault), `401` (credentials missing, wrong or not granted on
-    /// the department), `500` (the server failed; quote `request_id` when reporting it), or
-    /// another status that carries the envelope (such as `404` for a wrong base URL).
+    /// the department), `500` (the server failed; quote `request_id` when reporting it), `503`
+    /// (the server is saturated: try again after its `Retry-After` seconds), or another
+    /// status that carries the envelope (such as `404` for a wrong base URL).
     Api {
         status: u16,
         body: ErrorResponse,

@@ -49,6 +49,13 @@ pub const INTERNAL_ERROR: Code = Code {
     code: 5000,
     title: "INTERNAL_ERROR",
 };
+pub const SERVICE_BUSY: Code = Code {
+    code: 5003,
+    title: "SERVICE_BUSY",
+};
+
+/// Seconds a client is asked to wait after a 503: long enough for a burst to drain.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
 
 impl Code {
     pub fn with_message(self, message: impl Into<String>) -> Error {
@@ -72,6 +79,9 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
+    /// Password checks or database connections are saturated: come back, nothing is wrong.
+    #[error("saturated")]
+    Busy,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -89,6 +99,9 @@ impl ApiError {
             ApiError::NotFound => vec![NOT_FOUND.with_message("No operation exists at this path.")],
             ApiError::MethodNotAllowed { allow } => vec![METHOD_NOT_ALLOWED.with_message(format!(
                 "This path does not support that method; it allows {allow}."
+            ))],
+            ApiError::Busy => vec![SERVICE_BUSY.with_message(format!(
+                "The server is busy; try again in {RETRY_AFTER_SECONDS} s (see Retry-After)."
             ))],
             ApiError::Unexpected(_) => vec![INTERNAL_ERROR.with_message(
                 "The server failed to answer. Quote the x-request-id header when reporting this.",
@@ -108,6 +121,7 @@ impl ResponseError for ApiError {
             ApiError::MissingCredentials | ApiError::NotAuthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,6 +134,9 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::Busy => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
             }
             ApiError::Unexpected(err) => {
                 // The detail stays in the log (with the request id); the body says nothing of it.

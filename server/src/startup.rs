@@ -46,7 +46,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
         let auth = Authenticator::new(auth_cache_ttl)?;
         let metrics = Metrics::new()?;
-        metrics.register(auth.password_checks.clone())?;
+        metrics.register(auth.password_checks())?;
         Ok(AppState {
             store,
             auth,

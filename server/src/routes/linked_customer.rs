@@ -39,6 +39,9 @@ pub const ROUTE: &str = "/v2/department/{serviceSubscriberDepartmentToken:[^/]*}
             headers(("WWW-Authenticate" = String, description = "The authentication scheme to use."))),
         (status = 500, description = "The server failed. The body carries no internal detail.",
             body = ErrorResponse, content_type = "application/json"),
+        (status = 503, description = "The server is saturated (password checks or database connections); try again after Retry-After seconds.",
+            body = ErrorResponse, content_type = "application/json",
+            headers(("Retry-After" = i32, description = "Seconds to wait before trying again."))),
     ),
     security(("basicAuth" = []))
 )]
@@ -46,12 +49,13 @@ pub async fn get_linked_customer(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .ok_or(ApiError::MissingCredentials)?;
-    let credentials = parse_basic(header).ok_or(ApiError::MissingCredentials)?;
+    // Two headers are as unreadable as none: which of them would be the caller's?
+    let mut headers = request.headers().get_all(header::AUTHORIZATION);
+    let credentials = match (headers.next(), headers.next()) {
+        (Some(value), None) => value.to_str().ok().and_then(parse_basic),
+        _ => None,
+    }
+    .ok_or(ApiError::MissingCredentials)?;
 
     let segment = |name: &str| decode(request.match_info().get(name).unwrap_or_default());
     let path = LinkedCustomerPath::parse(
@@ -72,7 +76,7 @@ pub async fn get_linked_customer(
         })
         .await?;
     let access = found.as_ref().map(|found| &found.access);
-    state.auth.authorize(header, &credentials, access).await?;
+    state.auth.authorize(&credentials, access).await?;
 
     Ok(match found.and_then(|found| found.document) {
         Some(document) => HttpResponse::Ok()

@@ -122,6 +122,12 @@ async fn password_checks(app: &crate::helpers::TestApp) -> u64 {
         .unwrap_or_else(|| panic!("no password_checks_total in\n{text}"))
 }
 
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
+}
+
 #[tokio::test]
 async fn a_verified_credential_costs_no_second_password_check() {
     let app = spawn_app(Backend::Sqlite).await;
@@ -135,13 +141,148 @@ async fn a_verified_credential_costs_no_second_password_check() {
         1,
         "the cache did not spare the later checks"
     );
-    // A wrong password is checked every time, and so is an unknown user (against a decoy hash,
-    // so that its answer takes as long as a known user's).
-    for _ in 0..2 {
-        app.get_customer_as(DEPARTMENT, "ORDER", "1001", Some((USER, "wrong")))
+    // The cache knows the credential, not the header's spelling: another case of the scheme
+    // and more spaces are the same credential.
+    let url = app.url(&crate::helpers::TestApp::customer_path(
+        DEPARTMENT, "ORDER", "1001",
+    ));
+    let spelled = basic(USER, PASSWORD).replacen("Basic ", "bASIC   ", 1);
+    let response = app
+        .client
+        .get(&url)
+        .header("authorization", spelled)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        password_checks(&app).await,
+        1,
+        "a respelled header was checked again"
+    );
+}
+
+/// Every refusal costs one password check, every time: a right password without the grant or
+/// the scope, and a cached right password on a department it has no grant for, cost what a
+/// wrong password and an unknown user cost, so neither timing nor `/metrics` tells them apart.
+#[tokio::test]
+async fn every_refusal_costs_one_password_check_every_time() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        app.add_subscriber("no-scope", "pw", &[DEPARTMENT], "customer.write")
             .await;
+        // The right password is verified and cached first, on the granted department.
+        let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+        assert_eq!(response.status(), 200);
+        let refusals = [
+            (DEPARTMENT, USER, "wrong password"),
+            (DEPARTMENT, "nobody", PASSWORD),
+            (OTHER_DEPARTMENT, USER, PASSWORD),
+            ("no-such-department", USER, PASSWORD),
+            (DEPARTMENT, "no-scope", "pw"),
+        ];
+        for (department, user, password) in refusals {
+            for attempt in 0..2 {
+                let before = password_checks(&app).await;
+                let response = app
+                    .get_customer_as(department, "ORDER", "1001", Some((user, password)))
+                    .await;
+                assert_eq!(response.status(), 401, "{backend:?} {department} {user}");
+                assert_eq!(
+                    password_checks(&app).await,
+                    before + 1,
+                    "{backend:?}: {department} as {user}, attempt {attempt}"
+                );
+            }
+        }
     }
-    app.get_customer_as(DEPARTMENT, "ORDER", "1001", Some(("nobody", "pw")))
-        .await;
-    assert_eq!(password_checks(&app).await, 4);
+}
+
+#[tokio::test]
+async fn several_authorization_headers_are_unreadable_credentials() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let url = app.url(&crate::helpers::TestApp::customer_path(
+        DEPARTMENT, "ORDER", "1001",
+    ));
+    for second in [basic(USER, PASSWORD), basic(USER, "wrong")] {
+        let response = app
+            .client
+            .get(&url)
+            .header("authorization", basic(USER, PASSWORD))
+            .header("authorization", second)
+            .send()
+            .await
+            .expect("sent");
+        assert_refused(response, 2001).await;
+    }
+    assert_eq!(password_checks(&app).await, 0);
+}
+
+/// A flood of wrong passwords saturates the password checks: what cannot be checked now gets a
+/// 503 with `Retry-After` (never a false 401), and a cached credential is served throughout.
+#[tokio::test]
+async fn saturated_password_checks_answer_503_and_cached_credentials_keep_working() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.add_subscriber(
+        "fresh",
+        "fresh-pw",
+        &[DEPARTMENT],
+        linked_customer_server::auth::SEARCH_SCOPE,
+    )
+    .await;
+    let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+    assert_eq!(response.status(), 200, "the cached credential");
+
+    let url = app.url(&crate::helpers::TestApp::customer_path(
+        DEPARTMENT, "ORDER", "1001",
+    ));
+    // Sent at once, each on its own task: (kind, response).
+    let mut requests = tokio::task::JoinSet::new();
+    let mut send = |kind: &'static str, header: String| {
+        let request = app.client.get(&url).header("authorization", header).send();
+        requests.spawn(async move { (kind, request.await.expect("sent")) });
+    };
+    for i in 0..400 {
+        send("flood", basic(USER, &format!("wrong-{i}")));
+        if i % 20 == 0 {
+            send("fresh", basic("fresh", "fresh-pw"));
+            send("cached", basic(USER, PASSWORD));
+        }
+    }
+    let (mut flood, mut fresh, mut cached) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(done) = requests.join_next().await {
+        let (kind, response) = done.expect("task");
+        match kind {
+            "flood" => flood.push(response),
+            "fresh" => fresh.push(response),
+            _ => cached.push(response),
+        }
+    }
+
+    let mut busy = 0;
+    for response in flood {
+        match response.status().as_u16() {
+            401 => {}
+            503 => {
+                busy += 1;
+                assert_eq!(response.headers()["retry-after"], "1");
+                assert_eq!(error_codes(response).await, vec![5003]);
+            }
+            other => panic!("a wrong password got {other}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "400 wrong passwords at once never saturated the checks"
+    );
+    for response in fresh {
+        let status = response.status().as_u16();
+        assert!(
+            status == 200 || status == 503,
+            "a correct, uncached credential got {status} under load"
+        );
+    }
+    for response in cached {
+        assert_eq!(response.status(), 200, "a cached credential under load");
+    }
 }

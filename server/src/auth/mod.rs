@@ -1,11 +1,19 @@
 //! HTTP Basic authentication of service subscribers, with a short-lived cache of verified
 //! credentials so that a known-good request costs no argon2.
 //!
-//! The cache is keyed by a keyed hash of the whole `Authorization` header (never the plain
-//! password) and remembers which stored password hash the credential was verified against.
-//! Every request still reads the subscriber's current row (in the lookup's one statement, which
-//! also answers the grant), so a changed password or a removed subscriber stops working at
-//! once, on every replica, without shared state.
+//! The cache is keyed by a keyed hash of the parsed username and password (never the plain
+//! password, and not the header's spelling) and remembers which stored password hash the
+//! credential was verified against. Every request still reads the subscriber's current row (in
+//! the lookup's one statement, which also answers the grant), so a changed password or a
+//! removed subscriber stops working at once, on every replica, without shared state.
+//!
+//! Only a credential that was let through is cached. Every refusal (wrong password, unknown
+//! user, no grant, no scope) costs one password check, first time and every time, so neither
+//! the time to answer nor `/metrics` tells a right password from a wrong one.
+
+mod checks;
+
+pub use checks::{PasswordChecks, Unavailable};
 
 use crate::errors::ApiError;
 use crate::store::SubscriberAccess;
@@ -18,13 +26,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 /// The scope getLinkedCustomer needs on the department in its path.
 pub const SEARCH_SCOPE: &str = "customer.search";
 
-/// The longest a request waits for its turn at a password check.
-const HASHING_WAIT: Duration = Duration::from_secs(2);
+/// The longest a request waits for its password check, queue included.
+const CHECK_WAIT: Duration = Duration::from_secs(2);
+/// Password checks that may wait for a thread, per thread: at ~20 ms a check, about a third of
+/// [`CHECK_WAIT`]. Past that, a request is told to come back rather than queued.
+const QUEUED_PER_THREAD: usize = 32;
 
 /// A username and password read from an `Authorization: Basic` header.
 pub struct Credentials {
@@ -96,12 +106,10 @@ pub struct Authenticator {
     ttl: Duration,
     capacity: usize,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
-    /// Bounds the CPU that argon2 can take, however many bad passwords arrive at once.
-    hashing: Semaphore,
+    /// Bounds the CPU and memory that argon2 can take, however many bad passwords arrive.
+    checks: PasswordChecks,
     /// Checked against when the username is unknown (see `authorize`).
     decoy_hash: String,
-    /// argon2 verifications done: what the cache saves shows here, in `/metrics`.
-    pub password_checks: prometheus::IntCounter,
 }
 
 impl Authenticator {
@@ -115,28 +123,31 @@ impl Authenticator {
             ttl,
             capacity: 10_000,
             verified: Mutex::new(HashMap::new()),
-            hashing: Semaphore::new(cores),
+            checks: PasswordChecks::start(cores, cores * QUEUED_PER_THREAD, CHECK_WAIT)?,
             decoy_hash: hash_password("a password that no request will match")?,
-            password_checks: prometheus::IntCounter::new(
-                "password_checks_total",
-                "argon2 password verifications (requests whose credential was not cached).",
-            )?,
         })
     }
 
-    fn cache_key(&self, header: &str) -> [u8; 32] {
+    /// argon2 checks that ran to the end: what the cache saves shows here, in `/metrics`.
+    pub fn password_checks(&self) -> prometheus::IntCounter {
+        self.checks.done.clone()
+    }
+
+    /// Length-prefixed, so that `ab` + `c` and `a` + `bc` are different keys.
+    fn cache_key(&self, credentials: &Credentials) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(self.key);
-        hasher.update(header.as_bytes());
+        hasher.update((credentials.username.len() as u64).to_le_bytes());
+        hasher.update(credentials.username.as_bytes());
+        hasher.update(credentials.password.as_bytes());
         hasher.finalize().into()
     }
 
-    /// Lets the request through if `header` names a subscriber (`access`, as read for this
+    /// Lets the request through if `credentials` name a subscriber (`access`, as read for this
     /// request) whose password matches and who holds the scope on the department; every other
-    /// outcome is the same `NotAuthorized`.
+    /// outcome is the same `NotAuthorized`, after the same one password check.
     pub async fn authorize(
         &self,
-        header: &str,
         credentials: &Credentials,
         access: Option<&SubscriberAccess>,
     ) -> Result<(), ApiError> {
@@ -146,38 +157,36 @@ impl Authenticator {
             self.verify(&credentials.password, &self.decoy_hash).await?;
             return Err(ApiError::NotAuthorized);
         };
-        let key = self.cache_key(header);
-        if !self.is_cached(&key, access.subscriber_id, &access.password_hash) {
-            if !self
-                .verify(&credentials.password, &access.password_hash)
-                .await?
-            {
-                return Err(ApiError::NotAuthorized);
-            }
-            self.remember(key, access.subscriber_id, access.password_hash.clone());
+        let key = self.cache_key(credentials);
+        if access.granted && self.is_cached(&key, access.subscriber_id, &access.password_hash) {
+            return Ok(());
         }
-        if access.granted {
-            Ok(())
-        } else {
-            Err(ApiError::NotAuthorized)
+        // Checked even without the grant: a refusal that skipped the hash would answer faster
+        // for a right password than for a wrong one.
+        let matches = self
+            .verify(&credentials.password, &access.password_hash)
+            .await?;
+        if !(matches && access.granted) {
+            return Err(ApiError::NotAuthorized);
         }
+        self.remember(key, access.subscriber_id, access.password_hash.clone());
+        Ok(())
     }
 
-    /// argon2 off the async threads, at most one check per core at a time. A request that
-    /// cannot get its turn within [`HASHING_WAIT`] (a flood of bad passwords) is refused like
-    /// a wrong password rather than left waiting; verified credentials stay cached and fast.
+    /// A check that cannot be done now is a 503 (come back), never a 401 (wrong password).
     async fn verify(&self, password: &str, stored: &str) -> Result<bool, ApiError> {
-        let Ok(permit) = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire()).await else {
-            tracing::warn!("password checks are saturated; a request was refused");
-            return Ok(false);
-        };
-        let _permit = permit.map_err(|err| anyhow::anyhow!("password check unavailable: {err}"))?;
-        self.password_checks.inc();
-        let (password, stored) = (password.to_string(), stored.to_string());
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+        self.checks
+            .verify(password, stored)
             .await
-            .map_err(|err| anyhow::anyhow!("password check failed: {err}"))?;
-        Ok(ok)
+            .map_err(|unavailable| match unavailable {
+                Unavailable::Saturated => {
+                    tracing::warn!("password checks are saturated; a request was told to retry");
+                    ApiError::Busy
+                }
+                Unavailable::Stopped => {
+                    anyhow::anyhow!("the password check threads stopped").into()
+                }
+            })
     }
 
     fn is_cached(&self, key: &[u8; 32], subscriber_id: i64, password_hash: &str) -> bool {
