@@ -3,9 +3,10 @@
 
 use crate::auth::{SEARCH_SCOPE, hash_password};
 use crate::domain::{DepartmentToken, EntityId};
+use crate::limits::HttpLimits;
 use crate::model::Entity;
 use crate::startup::{AppState, run as serve_on};
-use crate::store::{self, LookupKey, Opened, redact};
+use crate::store::{self, DatabaseLimits, LookupKey, Opened, redact};
 use crate::{demo, import};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -55,6 +56,33 @@ struct DatabaseArgs {
     /// sqlite://FILE (created if missing) or postgres://USER:PASSWORD@HOST/DB.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
+    /// PostgreSQL: the longest a statement of the server may run (an import's are not bound).
+    #[arg(long, env = "LINKED_CUSTOMER_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = millis(DatabaseLimits::default().statement_timeout))]
+    db_statement_timeout_ms: u64,
+    /// The longest a statement waits for a lock held by another (PostgreSQL `lock_timeout`;
+    /// SQLite: for another writer, such as an import).
+    #[arg(long, env = "LINKED_CUSTOMER_DB_LOCK_TIMEOUT_MS",
+        default_value_t = millis(DatabaseLimits::default().lock_timeout))]
+    db_lock_timeout_ms: u64,
+    /// The longest a request waits for a database connection, or to open one.
+    #[arg(long, env = "LINKED_CUSTOMER_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = millis(DatabaseLimits::default().acquire_timeout))]
+    db_acquire_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    fn limits(&self) -> DatabaseLimits {
+        DatabaseLimits {
+            statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
+            lock_timeout: Duration::from_millis(self.db_lock_timeout_ms),
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Args)]
@@ -70,6 +98,33 @@ struct ServeArgs {
     /// How long a verified credential is trusted without a new password check.
     #[arg(long, env = "LINKED_CUSTOMER_AUTH_CACHE_SECONDS", default_value_t = 60)]
     auth_cache_seconds: u64,
+    /// The longest a request may take; past it, a 503.
+    #[arg(long, env = "LINKED_CUSTOMER_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = HttpLimits::default().request_timeout.as_secs())]
+    request_timeout_seconds: u64,
+    /// How long a client may take to send a request's head.
+    #[arg(long, env = "LINKED_CUSTOMER_HEADER_TIMEOUT_SECONDS",
+        default_value_t = HttpLimits::default().header_timeout.as_secs())]
+    header_timeout_seconds: u64,
+    /// How long an idle connection is kept open for its next request.
+    #[arg(long, env = "LINKED_CUSTOMER_KEEP_ALIVE_SECONDS",
+        default_value_t = HttpLimits::default().keep_alive.as_secs())]
+    keep_alive_seconds: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "LINKED_CUSTOMER_MAX_CONNECTIONS",
+        default_value_t = HttpLimits::default().max_connections)]
+    max_connections: usize,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            request_timeout: Duration::from_secs(self.request_timeout_seconds.max(1)),
+            header_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
+            keep_alive: Duration::from_secs(self.keep_alive_seconds),
+            max_connections: self.max_connections.max(1),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -142,7 +197,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn open(database: &DatabaseArgs) -> Result<Opened> {
-    store::open(&database.database_url)
+    store::open_with(&database.database_url, database.limits())
         .await
         .with_context(|| format!("database {}", redact(&database.database_url)))
 }
@@ -161,7 +216,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if demo_is_usable(&opened).await {
         println!("{}", demo::instructions(&base));
     }
-    let state = AppState::new(opened.store, Duration::from_secs(args.auth_cache_seconds))?;
+    let mut state = AppState::new(opened.store, Duration::from_secs(args.auth_cache_seconds))?;
+    state.limits = args.limits();
     let server = serve_on(listener, state)?;
     // Signal handlers exist before the address is announced, so no signal can be missed.
     let mut terminate = signal(SignalKind::terminate())?;

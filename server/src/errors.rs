@@ -49,9 +49,9 @@ pub const INTERNAL_ERROR: Code = Code {
     code: 5000,
     title: "INTERNAL_ERROR",
 };
-pub const SERVICE_BUSY: Code = Code {
+pub const SERVICE_UNAVAILABLE: Code = Code {
     code: 5003,
-    title: "SERVICE_BUSY",
+    title: "SERVICE_UNAVAILABLE",
 };
 
 /// Seconds a client is asked to wait after a 503: long enough for a burst to drain.
@@ -79,11 +79,25 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
-    /// Password checks or database connections are saturated: come back, nothing is wrong.
-    #[error("saturated")]
-    Busy,
+    /// Password checks or database connections are saturated, the database cannot be reached,
+    /// or the request ran out of time: come back, nothing is wrong with the request.
+    #[error("unavailable")]
+    Unavailable,
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Unexpected(anyhow::Error),
+}
+
+/// Every failure that reaches a handler as an error: a database out of reach or out of time is
+/// worth a retry (`503`); anything else is the server's fault (`500`).
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> ApiError {
+        if crate::store::is_unavailable(&err) {
+            tracing::warn!(error = format!("{err:#}"), "database unavailable");
+            ApiError::Unavailable
+        } else {
+            ApiError::Unexpected(err)
+        }
+    }
 }
 
 impl ApiError {
@@ -100,8 +114,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => vec![METHOD_NOT_ALLOWED.with_message(format!(
                 "This path does not support that method; it allows {allow}."
             ))],
-            ApiError::Busy => vec![SERVICE_BUSY.with_message(format!(
-                "The server is busy; try again in {RETRY_AFTER_SECONDS} s (see Retry-After)."
+            ApiError::Unavailable => vec![SERVICE_UNAVAILABLE.with_message(format!(
+                "The server cannot answer now; try again in {RETRY_AFTER_SECONDS} s (see Retry-After)."
             ))],
             ApiError::Unexpected(_) => vec![INTERNAL_ERROR.with_message(
                 "The server failed to answer. Quote the x-request-id header when reporting this.",
@@ -121,7 +135,7 @@ impl ResponseError for ApiError {
             ApiError::MissingCredentials | ApiError::NotAuthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,7 +149,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, *allow));
             }
-            ApiError::Busy => {
+            ApiError::Unavailable => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
             }
             ApiError::Unexpected(err) => {

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod domain;
 pub mod errors;
 pub mod import;
+pub mod limits;
 pub mod model;
 pub mod openapi;
 pub mod routes;

@@ -2,6 +2,7 @@
 //! port 0 and ask which port they got.
 
 use crate::auth::Authenticator;
+use crate::limits::{HttpLimits, deadline};
 use crate::routes::linked_customer::{ROUTE, get_linked_customer};
 use crate::routes::operations::{
     healthz, method_not_allowed, metrics, not_found, openapi_json, openapi_yaml, readyz,
@@ -40,6 +41,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub spec: Spec,
+    pub limits: HttpLimits,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             auth,
             metrics,
             spec: Spec::load()?,
+            limits: HttpLimits::default(),
         })
     }
 }
@@ -59,6 +62,8 @@ impl AppState {
 /// Starts serving on `listener`. The server runs until its handle is told to stop (the binary
 /// does so on SIGINT and SIGTERM), then finishes the requests in flight (up to 10 s).
 pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let limits = state.limits;
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -69,12 +74,13 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                 web::scope("/customer").service(
                     web::resource(ROUTE)
                         .name("getLinkedCustomer")
+                        .wrap(from_fn(deadline))
                         .route(get_or_head().to(get_linked_customer))
                         .default_service(method_not_allowed(ALLOW)),
                 ),
             )
             .service(get_only("/healthz", get_or_head().to(healthz)))
-            .service(get_only("/readyz", get_or_head().to(readyz)))
+            .service(get_only("/readyz", get_or_head().to(readyz)).wrap(from_fn(deadline)))
             .service(get_only("/metrics", get_or_head().to(metrics)))
             .service(get_only("/openapi.yaml", get_or_head().to(openapi_yaml)))
             .service(get_only("/openapi.json", get_or_head().to(openapi_json)))
@@ -82,6 +88,11 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .service(SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/openapi.yaml")))
             .default_service(web::to(not_found))
     })
+    .workers(workers)
+    .max_connections(limits.max_connections.div_ceil(workers).max(1))
+    .client_request_timeout(limits.header_timeout)
+    .keep_alive(limits.keep_alive)
+    .on_connect(crate::limits::watch_connection(limits))
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(10)

@@ -181,7 +181,7 @@ impl Authenticator {
             .map_err(|unavailable| match unavailable {
                 Unavailable::Saturated => {
                     tracing::warn!("password checks are saturated; a request was told to retry");
-                    ApiError::Busy
+                    ApiError::Unavailable
                 }
                 Unavailable::Stopped => {
                     anyhow::anyhow!("the password check threads stopped").into()

@@ -39,7 +39,7 @@ pub const ROUTE: &str = "/v2/department/{serviceSubscriberDepartmentToken:[^/]*}
             headers(("WWW-Authenticate" = String, description = "The authentication scheme to use."))),
         (status = 500, description = "The server failed. The body carries no internal detail.",
             body = ErrorResponse, content_type = "application/json"),
-        (status = 503, description = "The server is saturated (password checks or database connections); try again after Retry-After seconds.",
+        (status = 503, description = "The server cannot answer now (saturated, database out of reach, or out of time); try again after Retry-After seconds.",
             body = ErrorResponse, content_type = "application/json",
             headers(("Retry-After" = i32, description = "Seconds to wait before trying again."))),
     ),

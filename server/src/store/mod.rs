@@ -11,6 +11,7 @@ use crate::import::{ImportError, ImportRecord};
 use crate::model::Entity;
 use anyhow::Result;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// getLinkedCustomer's one statement: see the comment at its top.
 pub const LOOKUP_SQL: &str = include_str!("lookup.sql");
@@ -90,12 +91,89 @@ pub struct Opened {
     pub created: bool,
 }
 
-/// Opens (creating an SQLite file if needed) and migrates the database named by `url`.
+/// How long the database may take: each limit turns a stuck database into a prompt `503`.
+#[derive(Clone, Copy, Debug)]
+pub struct DatabaseLimits {
+    /// PostgreSQL `statement_timeout` for the server's statements (an import has none), and
+    /// the longest a lookup waits for its answer.
+    pub statement_timeout: Duration,
+    /// PostgreSQL `lock_timeout`: how long a statement waits for a row or table lock (a
+    /// subscriber change during an import, for instance) before it fails and says so. SQLite:
+    /// how long a writer waits for another writer.
+    pub lock_timeout: Duration,
+    /// The longest a request or command waits for a database connection (or to open one).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DatabaseLimits {
+    fn default() -> DatabaseLimits {
+        DatabaseLimits {
+            statement_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(2),
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The context of a failure to open a connection, whatever PostgreSQL said about it (a
+/// database that refuses connections answers with a code of its own).
+#[derive(Debug, thiserror::Error)]
+#[error("the database cannot be reached")]
+pub struct Unreachable;
+
+/// The database could not be reached or did not answer in time: nothing is wrong with the
+/// request, and it may be tried again (a `503`, not a `500`).
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Unreachable>().is_some()
+        || err.chain().any(|cause| {
+            if cause.is::<tokio::time::error::Elapsed>() {
+                return true;
+            }
+            if let Some(err) = cause.downcast_ref::<sqlx::Error>() {
+                return matches!(
+                    err,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+                ) || err
+                    .as_database_error()
+                    .and_then(|err| err.code())
+                    .is_some_and(|code| is_unavailable_sqlstate(&code));
+            }
+            if let Some(err) = cause.downcast_ref::<tokio_postgres::Error>() {
+                return err.is_closed()
+                    || err
+                        .code()
+                        .is_none_or(|code| is_unavailable_sqlstate(code.code()));
+            }
+            if let Some(err) = cause.downcast_ref::<rusqlite::Error>() {
+                return matches!(
+                    err.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                );
+            }
+            false
+        })
+}
+
+/// PostgreSQL's codes for "not now": statement or lock timeout, the server shutting down or
+/// starting up, too many connections, and every connection exception (class 08).
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    matches!(
+        code,
+        "57014" | "55P03" | "57P01" | "57P02" | "57P03" | "53300"
+    ) || code.starts_with("08")
+}
+
+/// Opens (creating an SQLite file if needed) and migrates the database named by `url`, with
+/// the default [`DatabaseLimits`].
 pub async fn open(url: &str) -> Result<Opened> {
+    open_with(url, DatabaseLimits::default()).await
+}
+
+pub async fn open_with(url: &str, limits: DatabaseLimits) -> Result<Opened> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        postgres::open(url).await
+        postgres::open(url, limits).await
     } else if url.starts_with("sqlite:") {
-        sqlite::open(url).await
+        sqlite::open(url, limits).await
     } else {
         anyhow::bail!(
             "DATABASE_URL must start with sqlite: or postgres:// (got a URL with another scheme)"

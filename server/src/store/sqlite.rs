@@ -3,7 +3,8 @@
 //! runs the migrations, as it always has for this schema.
 
 use super::{
-    ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey, Opened, Store, SubscriberAccess,
+    DatabaseLimits, ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey, Opened, Store,
+    SubscriberAccess,
 };
 use crate::domain::DepartmentToken;
 use anyhow::{Context, Result, bail};
@@ -16,22 +17,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// How long a writer waits for another writer (an import in another process) to finish.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     writer: Arc<Mutex<Connection>>,
 }
 
-pub async fn open(url: &str) -> Result<Opened> {
+/// `limits.lock_timeout` is how long a writer waits for another writer (an import in another
+/// process) before it fails with "database is locked".
+pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
     let options = SqliteConnectOptions::from_str(url)
         .context("DATABASE_URL is not a valid SQLite URL")?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
-        .busy_timeout(BUSY_TIMEOUT);
+        .busy_timeout(limits.lock_timeout);
     let path = options.get_filename().to_path_buf();
     if url.contains(":memory:") || path.as_os_str().is_empty() {
         bail!(
@@ -52,9 +52,9 @@ pub async fn open(url: &str) -> Result<Opened> {
     pool.close().await;
 
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let writer = Arc::new(Mutex::new(connect(&path, false)?));
+    let writer = Arc::new(Mutex::new(connect(&path, false, limits.lock_timeout)?));
     let readers = (0..cores * 2)
-        .map(|_| connect(&path, true).map(Mutex::new))
+        .map(|_| connect(&path, true, limits.lock_timeout).map(Mutex::new))
         .collect::<Result<Vec<_>>>()?;
     let store = SqliteStore {
         readers,
@@ -67,13 +67,13 @@ pub async fn open(url: &str) -> Result<Opened> {
     })
 }
 
-fn connect(path: &Path, read_only: bool) -> Result<Connection> {
+fn connect(path: &Path, read_only: bool, busy_timeout: Duration) -> Result<Connection> {
     // Readers open read-write and refuse writes with `query_only`: a read-only connection could
     // not create the WAL index file when it is missing.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
         .with_context(|| format!("could not open {}", path.display()))?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "query_only", read_only)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;

@@ -3,8 +3,9 @@
 
 use linked_customer_server::auth::{SEARCH_SCOPE, hash_password};
 use linked_customer_server::domain::DepartmentToken;
+use linked_customer_server::limits::HttpLimits;
 use linked_customer_server::startup::{self, AppState};
-use linked_customer_server::store::{self, ImportSummary, Store};
+use linked_customer_server::store::{self, DatabaseLimits, ImportSummary, Store};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -206,8 +207,16 @@ pub async fn spawn_empty(backend: Backend) -> TestApp {
 
 /// The server on a random port on `db`, as it is (migrated on the way).
 pub async fn spawn_on(db: TestDb) -> TestApp {
-    let opened = store::open(&db.url).await.expect("open the test database");
-    let state = AppState::new(opened.store.clone(), Duration::from_secs(60)).expect("state");
+    spawn_with(db, DatabaseLimits::default(), HttpLimits::default()).await
+}
+
+/// [`spawn_on`] with other limits than the defaults.
+pub async fn spawn_with(db: TestDb, database: DatabaseLimits, http: HttpLimits) -> TestApp {
+    let opened = store::open_with(&db.url, database)
+        .await
+        .expect("open the test database");
+    let mut state = AppState::new(opened.store.clone(), Duration::from_secs(60)).expect("state");
+    state.limits = http;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a random port");
     let port = listener.local_addr().expect("local address").port();
     let server = startup::run(listener, state).expect("server starts");

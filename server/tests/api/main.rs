@@ -5,6 +5,7 @@
 mod helpers;
 mod auth;
 mod cli;
+mod limits;
 mod linked_customer;
 mod operations;
 mod spec_drift;

@@ -5,36 +5,61 @@
 
 mod reads;
 
-use super::{ImportStream, ImportSummary, Lookup, LookupKey, Opened, Store};
+use super::{DatabaseLimits, ImportStream, ImportSummary, Lookup, LookupKey, Opened, Store};
 use crate::domain::DepartmentToken;
 use anyhow::{Context, Result};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct PgStore {
     pool: PgPool,
     reads: reads::Reads,
 }
 
-pub async fn open(url: &str) -> Result<Opened> {
+/// `statement_timeout` and `lock_timeout` for every session of the server, as a libpq
+/// `options` string; an import lifts the statement timeout for its own transaction.
+fn session_options(limits: &DatabaseLimits) -> String {
+    format!(
+        "-c statement_timeout={} -c lock_timeout={}",
+        limits.statement_timeout.as_millis(),
+        limits.lock_timeout.as_millis()
+    )
+}
+
+pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
     let options =
         PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+    // Migrations (and carrying a large database over) may take long: on a connection of their
+    // own, without the server's statement timeout.
+    let migrating = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(limits.acquire_timeout)
+        .connect_with(options.clone())
         .await
         .context("could not connect to PostgreSQL")?;
     sqlx::migrate!("./migrations/postgres")
-        .run(&pool)
+        .run(&migrating)
         .await
         .context("could not migrate the PostgreSQL database")?;
-    super::carry_over::postgres(&pool).await?;
+    super::carry_over::postgres(&migrating).await?;
+    migrating.close().await;
+
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(limits.acquire_timeout)
+        .connect_with(options.options([
+            (
+                "statement_timeout",
+                limits.statement_timeout.as_millis().to_string(),
+            ),
+            ("lock_timeout", limits.lock_timeout.as_millis().to_string()),
+        ]))
+        .await
+        .context("could not connect to PostgreSQL")?;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let reads = reads::Reads::open(url, cores * 2).await?;
+    let reads = reads::Reads::open(url, cores * 2, limits).await?;
     Ok(Opened {
         store: Arc::new(PgStore { pool, reads }),
         created: false,
@@ -89,6 +114,8 @@ const MERGE_LINKS: &str = "
     ON CONFLICT (department_id, entity, entity_id) DO UPDATE SET customer_id = excluded.customer_id";
 /// Memory for the merges' sorts and hash joins, for this transaction only.
 const IMPORT_WORK_MEM: &str = "SET LOCAL work_mem = '64MB'";
+/// A large import's merges run for minutes: the server's statement timeout is not for them.
+const IMPORT_NO_STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = 0";
 const UPSERT_DEPARTMENT: &str = "
     INSERT INTO departments (token) VALUES ($1)
     ON CONFLICT (token) DO UPDATE SET token = excluded.token
@@ -120,6 +147,9 @@ impl Store for PgStore {
     async fn import(&self, records: ImportStream<'static>) -> Result<ImportSummary> {
         let mut stage = Stage::new();
         let mut tx = self.pool.begin().await?;
+        sqlx::query(IMPORT_NO_STATEMENT_TIMEOUT)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(CREATE_STAGING).execute(&mut *tx).await?;
         let mut copy = tx.copy_in_raw(COPY_STAGING).await?;
         let mut chunk = String::with_capacity(COPY_CHUNK + 64 * 1024);

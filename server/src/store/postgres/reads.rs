@@ -5,7 +5,7 @@
 //!
 //! A connection that fails is replaced at the next lookup that would have used it.
 
-use super::super::{LOOKUP_SQL, Lookup, LookupKey, SubscriberAccess};
+use super::super::{DatabaseLimits, LOOKUP_SQL, Lookup, LookupKey, SubscriberAccess, Unreachable};
 use anyhow::{Context, Result, bail};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -13,18 +13,14 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// The longest a lookup waits for its answer.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 pub struct Reads {
     config: tokio_postgres::Config,
+    limits: DatabaseLimits,
     tls: MakeRustlsConnect,
     slots: Vec<RwLock<Option<Arc<Connection>>>>,
     next: AtomicUsize,
@@ -37,10 +33,15 @@ struct Connection {
 
 impl Reads {
     /// Opens `connections` connections to the database of `url` (a `DATABASE_URL`).
-    pub async fn open(url: &str, connections: usize) -> Result<Reads> {
-        let (config, tls) = config(url)?;
+    pub async fn open(url: &str, connections: usize, limits: DatabaseLimits) -> Result<Reads> {
+        let (mut config, tls) = config(url)?;
+        // PostgreSQL ends a statement that runs too long itself, so that a stuck lookup costs
+        // the database nothing after the request has been answered.
+        config.options(super::session_options(&limits));
+        config.connect_timeout(limits.acquire_timeout);
         let reads = Reads {
             config,
+            limits,
             tls,
             slots: (0..connections.max(1)).map(|_| RwLock::new(None)).collect(),
             next: AtomicUsize::new(0),
@@ -62,7 +63,7 @@ impl Reads {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
             [&key.username, &department, &key.scope, &entity, &entity_id];
         let query = connection.client.query_opt(&connection.lookup, &params);
-        let row = tokio::time::timeout(QUERY_TIMEOUT, query)
+        let row = tokio::time::timeout(self.limits.statement_timeout, query)
             .await
             .context("the lookup timed out")??;
         let Some(row) = row else {
@@ -90,17 +91,22 @@ impl Reads {
             return Ok(connection);
         }
         let connect = self.config.connect(self.tls.clone());
-        let (client, driver) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        let (client, driver) = tokio::time::timeout(self.limits.acquire_timeout, connect)
             .await
-            .context("connecting to PostgreSQL timed out")?
-            .context("could not connect to PostgreSQL")?;
+            .context("connecting to PostgreSQL timed out")
+            .context(Unreachable)?
+            .context("could not connect to PostgreSQL")
+            .context(Unreachable)?;
         tokio::spawn(async move {
             if let Err(err) = driver.await {
                 tracing::warn!(error = %err, "a PostgreSQL read connection closed");
             }
         });
         let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8];
-        let lookup = client.prepare_typed(LOOKUP_SQL, &types).await?;
+        let lookup = client
+            .prepare_typed(LOOKUP_SQL, &types)
+            .await
+            .context(Unreachable)?;
         let connection = Arc::new(Connection { client, lookup });
         *self.slots[slot]
             .write()
@@ -132,7 +138,6 @@ fn config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
     };
     let mut config = tokio_postgres::Config::from_str(&url)
         .context("DATABASE_URL is not a PostgreSQL URL that the read connections understand")?;
-    config.connect_timeout(CONNECT_TIMEOUT);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

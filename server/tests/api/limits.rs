@@ -1,0 +1,229 @@
+//! Deadlines and database faults: a stuck or missing database is a prompt 503 with
+//! `Retry-After`, never a hang or a 500; a connection that stops making progress is closed.
+
+use crate::helpers::{
+    Backend, DEPARTMENT, PASSWORD, TestApp, TestDb, USER, error_codes, spawn_app, spawn_with,
+};
+use linked_customer_server::auth::SEARCH_SCOPE;
+use linked_customer_server::limits::HttpLimits;
+use linked_customer_server::store::DatabaseLimits;
+use sqlx::Connection;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// A 503 with `Retry-After` and error code 5003.
+async fn assert_unavailable(response: reqwest::Response, context: &str) {
+    assert_eq!(response.status(), 503, "{context}");
+    assert_eq!(response.headers()["retry-after"], "1", "{context}");
+    assert_eq!(error_codes(response).await, vec![5003], "{context}");
+}
+
+/// Within 3 s of `started`.
+fn assert_prompt(started: Instant) {
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+async fn rollback<C: sqlx::Connection>(holder: &mut C)
+where
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    sqlx::raw_sql("ROLLBACK")
+        .execute(holder)
+        .await
+        .expect("unlock");
+}
+
+/// The fixture app on a fresh database of `backend`, with these limits.
+async fn spawn_limited(backend: Backend, database: DatabaseLimits, http: HttpLimits) -> TestApp {
+    let app = spawn_with(TestDb::new(backend).await, database, http).await;
+    app.import(crate::helpers::FIXTURE).await.expect("fixture");
+    app.add_subscriber(USER, PASSWORD, &[DEPARTMENT], SEARCH_SCOPE)
+        .await;
+    app
+}
+
+#[tokio::test]
+async fn a_postgresql_database_out_of_reach_is_a_prompt_503_and_readyz_says_so() {
+    let app = spawn_app(Backend::Postgres).await;
+    let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+    assert_eq!(response.status(), 200, "the credential is cached now");
+
+    app.db.make_unreachable().await;
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+        assert_unavailable(response, &format!("lookup {attempt}")).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let response = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 503);
+}
+
+#[tokio::test]
+async fn a_statement_past_the_postgresql_statement_timeout_is_a_503() {
+    let limits = DatabaseLimits {
+        statement_timeout: Duration::from_millis(300),
+        ..DatabaseLimits::default()
+    };
+    let app = spawn_limited(Backend::Postgres, limits, HttpLimits::default()).await;
+    let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+    assert_eq!(response.status(), 200);
+
+    // Another session holds the customer table: the lookup waits for it until PostgreSQL
+    // cancels it at the statement timeout.
+    let mut holder = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE customer_documents IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+    assert_unavailable(response, "locked table").await;
+    assert_prompt(started);
+    rollback(&mut holder).await;
+    let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+    assert_eq!(response.status(), 200, "served again once the lock is gone");
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_is_a_503() {
+    // The database would wait 30 s; the request deadline is 1 s.
+    let database = DatabaseLimits {
+        statement_timeout: Duration::from_secs(30),
+        lock_timeout: Duration::from_secs(30),
+        ..DatabaseLimits::default()
+    };
+    let http = HttpLimits {
+        request_timeout: Duration::from_secs(1),
+        ..HttpLimits::default()
+    };
+    let app = spawn_limited(Backend::Postgres, database, http).await;
+    let mut holder = sqlx::PgConnection::connect(&app.db.url)
+        .await
+        .expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+    assert_unavailable(response, "past the deadline").await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("unlock");
+}
+
+#[tokio::test]
+async fn sqlite_readyz_needs_the_schema_not_only_the_file() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let ready = |app: &TestApp| {
+        let request = app.client.get(app.url("/readyz")).send();
+        async move { request.await.expect("sent").status().as_u16() }
+    };
+    assert_eq!(ready(&app).await, 200);
+    app.db
+        .execute("ALTER TABLE subscribers RENAME TO subscribers_gone")
+        .await;
+    assert_eq!(ready(&app).await, 503);
+    app.db
+        .execute("ALTER TABLE subscribers_gone RENAME TO subscribers")
+        .await;
+    assert_eq!(ready(&app).await, 200);
+}
+
+/// An import in another process holds SQLite's write lock: lookups go on as before, and a
+/// subscriber change fails within the lock timeout, saying why.
+#[tokio::test]
+async fn a_locked_sqlite_database_serves_lookups_and_refuses_writes_promptly() {
+    let limits = DatabaseLimits {
+        lock_timeout: Duration::from_millis(300),
+        ..DatabaseLimits::default()
+    };
+    let app = spawn_limited(Backend::Sqlite, limits, HttpLimits::default()).await;
+    let mut holder = sqlx::SqliteConnection::connect(&app.db.url)
+        .await
+        .expect("open");
+    sqlx::raw_sql("BEGIN IMMEDIATE; DELETE FROM links")
+        .execute(&mut holder)
+        .await
+        .expect("write lock");
+
+    let started = Instant::now();
+    let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+    assert_eq!(response.status(), 200, "the reader sees the last commit");
+    let err = app
+        .store
+        .set_password_hash(USER, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA")
+        .await
+        .expect_err("the write lock is taken");
+    assert!(format!("{err:#}").contains("locked"), "{err:#}");
+    assert_prompt(started);
+    rollback(&mut holder).await;
+    let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
+    assert_eq!(response.status(), 200);
+}
+
+/// A client that gets an answer, then sends one byte of its next request and nothing more, is
+/// disconnected once keep-alive, the head deadline and the request deadline have all passed.
+#[tokio::test]
+async fn a_connection_that_stops_mid_request_is_closed() {
+    let http = HttpLimits {
+        request_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(1),
+        keep_alive: Duration::from_secs(1),
+        ..HttpLimits::default()
+    };
+    let app = spawn_limited(Backend::Sqlite, DatabaseLimits::default(), http).await;
+    let address = app.address.trim_start_matches("http://").to_string();
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(address).expect("connect");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("first request");
+        let mut buffer = [0u8; 4096];
+        let read = socket.read(&mut buffer).expect("first answer");
+        assert!(
+            buffer[..read].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &buffer[..read]
+        );
+        socket.write_all(b"G").expect("one byte");
+        let started = Instant::now();
+        loop {
+            match socket.read(&mut buffer) {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("client thread");
+    assert!(
+        closed_after < Duration::from_secs(8),
+        "closed after {closed_after:?}"
+    );
+}
