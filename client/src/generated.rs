@@ -334,7 +334,7 @@ Error codes (stable; a code is never reused for another meaning):
 | 4004 | NOT_FOUND | 404 | No operation exists at this path. |
 | 4005 | METHOD_NOT_ALLOWED | 405 | The path exists but not for this method; see the `Allow` header. |
 | 5000 | INTERNAL_ERROR | 500 | The server failed; quote the `x-request-id` response header when reporting it. |
-| 5003 | SERVICE_BUSY | 503 | The server is saturated; try again after the `Retry-After` header's seconds. |
+| 5003 | SERVICE_UNAVAILABLE | 503 | The server is saturated, its database is out of reach, or the request ran out of time; try again after the `Retry-After` header's seconds. |
 
 Warning codes are numbered from 3001; none is defined in this version, so `warnings` is
 always empty. Clients should ignore warning codes they do not know.
