@@ -62,11 +62,8 @@ pub async fn deadline(
         .map_or(HttpLimits::default().request_timeout, |state| {
             state.limits.request_timeout
         });
-    let in_flight = request.conn_data::<Arc<Activity>>().map(|a| a.start());
     let http_request = request.request().clone();
-    let answer = tokio::time::timeout(timeout, next.call(request)).await;
-    drop(in_flight);
-    match answer {
+    match tokio::time::timeout(timeout, next.call(request)).await {
         Ok(response) => Ok(response?.map_into_boxed_body()),
         Err(_) => {
             tracing::warn!(
@@ -79,6 +76,16 @@ pub async fn deadline(
             ))
         }
     }
+}
+
+/// Counts every request as in flight on its connection while the application works on it,
+/// so that the watchdog leaves a busy connection alone. For the whole application's `wrap`.
+pub async fn track_activity(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let _in_flight = request.conn_data::<Arc<Activity>>().map(|a| a.start());
+    next.call(request).await
 }
 
 /// What the watchdog knows of one connection: requests in flight, and when the last one ended.

@@ -70,6 +70,7 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .app_data(state.clone())
             .wrap(from_fn(crate::errors::envelope_bare_not_found))
             .wrap(from_fn(telemetry::observe))
+            .wrap(from_fn(crate::limits::track_activity))
             .service(
                 web::scope("/customer").service(
                     web::resource(ROUTE)

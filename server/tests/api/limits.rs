@@ -227,3 +227,40 @@ async fn a_connection_that_stops_mid_request_is_closed() {
         "closed after {closed_after:?}"
     );
 }
+
+/// The watchdog leaves a connection alone while it is used: requests every 300 ms for twice the
+/// time after which an idle one would be closed all go through on the same socket.
+#[tokio::test]
+async fn a_busy_connection_is_not_closed() {
+    let http = HttpLimits {
+        request_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(1),
+        keep_alive: Duration::from_secs(1),
+        ..HttpLimits::default()
+    };
+    let app = spawn_limited(Backend::Sqlite, DatabaseLimits::default(), http).await;
+    let address = app.address.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(address).expect("connect");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let started = Instant::now();
+        let mut buffer = [0u8; 4096];
+        while started.elapsed() < Duration::from_secs(6) {
+            socket
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("request on the same connection");
+            let read = socket.read(&mut buffer).expect("answer");
+            assert!(
+                buffer[..read].starts_with(b"HTTP/1.1 200"),
+                "after {:?}: {:?}",
+                started.elapsed(),
+                &buffer[..read]
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+    .await
+    .expect("client thread");
+}
