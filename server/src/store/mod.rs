@@ -126,7 +126,8 @@ pub struct Unreachable;
 pub fn is_unavailable(err: &anyhow::Error) -> bool {
     err.downcast_ref::<Unreachable>().is_some()
         || err.chain().any(|cause| {
-            if cause.is::<tokio::time::error::Elapsed>() {
+            // Out of time, or the connection broke under the statement.
+            if cause.is::<tokio::time::error::Elapsed>() || cause.is::<std::io::Error>() {
                 return true;
             }
             if let Some(err) = cause.downcast_ref::<sqlx::Error>() {
@@ -139,10 +140,12 @@ pub fn is_unavailable(err: &anyhow::Error) -> bool {
                     .is_some_and(|code| is_unavailable_sqlstate(&code));
             }
             if let Some(err) = cause.downcast_ref::<tokio_postgres::Error>() {
+                // Not every error without a code: a column of an unexpected type has none, and
+                // is the server's fault. A failed connect carries `Unreachable` instead.
                 return err.is_closed()
                     || err
                         .code()
-                        .is_none_or(|code| is_unavailable_sqlstate(code.code()));
+                        .is_some_and(|code| is_unavailable_sqlstate(code.code()));
             }
             if let Some(err) = cause.downcast_ref::<rusqlite::Error>() {
                 return matches!(

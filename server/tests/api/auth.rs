@@ -3,6 +3,17 @@ use crate::helpers::{
 };
 use linked_customer_server::auth::hash_password;
 
+/// (department, user, password) of every kind of refusal: wrong password, unknown user, no
+/// grant on the department, no such department, and no scope (`no-scope` holds only
+/// `customer.write`).
+const REFUSALS: [(&str, &str, &str); 5] = [
+    (DEPARTMENT, USER, "wrong password"),
+    (DEPARTMENT, "nobody", PASSWORD),
+    (OTHER_DEPARTMENT, USER, PASSWORD),
+    ("no-such-department", USER, PASSWORD),
+    (DEPARTMENT, "no-scope", "pw"),
+];
+
 async fn assert_refused(response: reqwest::Response, code: i64) {
     assert_eq!(response.status(), 401);
     assert_eq!(
@@ -28,13 +39,7 @@ async fn missing_or_unreadable_credentials_are_401_missing_credentials() {
         "Basic cmVhZGVy",
         "Basic ZGUAbW86cHc=",
     ] {
-        let response = app
-            .client
-            .get(&url)
-            .header("authorization", header)
-            .send()
-            .await
-            .expect("sent");
+        let response = app.get_with_authorization(&[header]).await;
         assert_refused(response, 2001).await;
     }
 }
@@ -45,15 +50,8 @@ async fn every_refusal_looks_the_same() {
         let app = spawn_app(backend).await;
         app.add_subscriber("no-scope", "pw", &[DEPARTMENT], "customer.write")
             .await;
-        let refusals = [
-            (DEPARTMENT, USER, "wrong password"),
-            (DEPARTMENT, "nobody", PASSWORD),
-            (OTHER_DEPARTMENT, USER, PASSWORD),
-            ("no-such-department", USER, PASSWORD),
-            (DEPARTMENT, "no-scope", "pw"),
-        ];
         let mut bodies = Vec::new();
-        for (department, user, password) in refusals {
+        for (department, user, password) in REFUSALS {
             let response = app
                 .get_customer_as(department, "ORDER", "1001", Some((user, password)))
                 .await;
@@ -143,17 +141,8 @@ async fn a_verified_credential_costs_no_second_password_check() {
     );
     // The cache knows the credential, not the header's spelling: another case of the scheme
     // and more spaces are the same credential.
-    let url = app.url(&crate::helpers::TestApp::customer_path(
-        DEPARTMENT, "ORDER", "1001",
-    ));
     let spelled = basic(USER, PASSWORD).replacen("Basic ", "bASIC   ", 1);
-    let response = app
-        .client
-        .get(&url)
-        .header("authorization", spelled)
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get_with_authorization(&[&spelled]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         password_checks(&app).await,
@@ -174,14 +163,7 @@ async fn every_refusal_costs_one_password_check_every_time() {
         // The right password is verified and cached first, on the granted department.
         let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
         assert_eq!(response.status(), 200);
-        let refusals = [
-            (DEPARTMENT, USER, "wrong password"),
-            (DEPARTMENT, "nobody", PASSWORD),
-            (OTHER_DEPARTMENT, USER, PASSWORD),
-            ("no-such-department", USER, PASSWORD),
-            (DEPARTMENT, "no-scope", "pw"),
-        ];
-        for (department, user, password) in refusals {
+        for (department, user, password) in REFUSALS {
             for attempt in 0..2 {
                 let before = password_checks(&app).await;
                 let response = app
@@ -201,18 +183,10 @@ async fn every_refusal_costs_one_password_check_every_time() {
 #[tokio::test]
 async fn several_authorization_headers_are_unreadable_credentials() {
     let app = spawn_app(Backend::Sqlite).await;
-    let url = app.url(&crate::helpers::TestApp::customer_path(
-        DEPARTMENT, "ORDER", "1001",
-    ));
     for second in [basic(USER, PASSWORD), basic(USER, "wrong")] {
         let response = app
-            .client
-            .get(&url)
-            .header("authorization", basic(USER, PASSWORD))
-            .header("authorization", second)
-            .send()
-            .await
-            .expect("sent");
+            .get_with_authorization(&[&basic(USER, PASSWORD), &second])
+            .await;
         assert_refused(response, 2001).await;
     }
     assert_eq!(password_checks(&app).await, 0);

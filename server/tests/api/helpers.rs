@@ -289,6 +289,23 @@ impl TestApp {
         response.text().await.expect("body")
     }
 
+    /// The status of a plain GET of `path`.
+    pub async fn status(&self, path: &str) -> u16 {
+        let response = self.client.get(self.url(path)).send().await.expect("sent");
+        response.status().as_u16()
+    }
+
+    /// getLinkedCustomer for ORDER 1001 of `dept-north` with exactly these `Authorization`
+    /// headers, as written.
+    pub async fn get_with_authorization(&self, headers: &[&str]) -> reqwest::Response {
+        let url = self.url(&Self::customer_path(DEPARTMENT, "ORDER", "1001"));
+        let mut request = self.client.get(&url);
+        for header in headers {
+            request = request.header("authorization", *header);
+        }
+        request.send().await.expect("sent")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -63,13 +63,7 @@ async fn a_postgresql_database_out_of_reach_is_a_prompt_503_and_readyz_says_so()
             started.elapsed()
         );
     }
-    let response = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 503);
+    assert_eq!(app.status("/readyz").await, 503);
 }
 
 #[tokio::test]
@@ -137,19 +131,15 @@ async fn a_request_past_its_deadline_is_a_503() {
 #[tokio::test]
 async fn sqlite_readyz_needs_the_schema_not_only_the_file() {
     let app = spawn_app(Backend::Sqlite).await;
-    let ready = |app: &TestApp| {
-        let request = app.client.get(app.url("/readyz")).send();
-        async move { request.await.expect("sent").status().as_u16() }
-    };
-    assert_eq!(ready(&app).await, 200);
+    assert_eq!(app.status("/readyz").await, 200);
     app.db
         .execute("ALTER TABLE subscribers RENAME TO subscribers_gone")
         .await;
-    assert_eq!(ready(&app).await, 503);
+    assert_eq!(app.status("/readyz").await, 503);
     app.db
         .execute("ALTER TABLE subscribers_gone RENAME TO subscribers")
         .await;
-    assert_eq!(ready(&app).await, 200);
+    assert_eq!(app.status("/readyz").await, 200);
 }
 
 /// An import in another process holds SQLite's write lock: lookups go on as before, and a
@@ -184,35 +174,54 @@ async fn a_locked_sqlite_database_serves_lookups_and_refuses_writes_promptly() {
     assert_eq!(response.status(), 200);
 }
 
-/// A client that gets an answer, then sends one byte of its next request and nothing more, is
-/// disconnected once keep-alive, the head deadline and the request deadline have all passed.
-#[tokio::test]
-async fn a_connection_that_stops_mid_request_is_closed() {
-    let http = HttpLimits {
+/// Limits of one second each, so that a stalled connection is closed after about 3 s.
+fn one_second_limits() -> HttpLimits {
+    HttpLimits {
         request_timeout: Duration::from_secs(1),
         header_timeout: Duration::from_secs(1),
         keep_alive: Duration::from_secs(1),
         ..HttpLimits::default()
-    };
-    let app = spawn_limited(Backend::Sqlite, DatabaseLimits::default(), http).await;
-    let address = app.address.trim_start_matches("http://").to_string();
+    }
+}
+
+/// A raw connection to `app` with a read timeout of `timeout`.
+fn raw_connection(app: &TestApp, timeout: Duration) -> std::net::TcpStream {
+    let address = app.address.trim_start_matches("http://");
+    let socket = std::net::TcpStream::connect(address).expect("connect");
+    socket.set_read_timeout(Some(timeout)).expect("timeout");
+    socket
+}
+
+/// Sends `GET /healthz` on `socket` and checks the 200.
+fn healthz_on(socket: &mut std::net::TcpStream, context: &str) {
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut buffer = [0u8; 4096];
+    let read = socket.read(&mut buffer).expect("answer");
+    assert!(
+        buffer[..read].starts_with(b"HTTP/1.1 200"),
+        "{context}: {:?}",
+        &buffer[..read]
+    );
+}
+
+/// A client that gets an answer, then sends one byte of its next request and nothing more, is
+/// disconnected once keep-alive, the head deadline and the request deadline have all passed.
+#[tokio::test]
+async fn a_connection_that_stops_mid_request_is_closed() {
+    let app = spawn_limited(
+        Backend::Sqlite,
+        DatabaseLimits::default(),
+        one_second_limits(),
+    )
+    .await;
+    let mut socket = raw_connection(&app, Duration::from_secs(15));
     let closed_after = tokio::task::spawn_blocking(move || {
-        let mut socket = std::net::TcpStream::connect(address).expect("connect");
-        socket
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .expect("timeout");
-        socket
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("first request");
-        let mut buffer = [0u8; 4096];
-        let read = socket.read(&mut buffer).expect("first answer");
-        assert!(
-            buffer[..read].starts_with(b"HTTP/1.1 200"),
-            "{:?}",
-            &buffer[..read]
-        );
+        healthz_on(&mut socket, "first request");
         socket.write_all(b"G").expect("one byte");
         let started = Instant::now();
+        let mut buffer = [0u8; 4096];
         loop {
             match socket.read(&mut buffer) {
                 Ok(0) | Err(_) => return started.elapsed(),
@@ -232,32 +241,17 @@ async fn a_connection_that_stops_mid_request_is_closed() {
 /// time after which an idle one would be closed all go through on the same socket.
 #[tokio::test]
 async fn a_busy_connection_is_not_closed() {
-    let http = HttpLimits {
-        request_timeout: Duration::from_secs(1),
-        header_timeout: Duration::from_secs(1),
-        keep_alive: Duration::from_secs(1),
-        ..HttpLimits::default()
-    };
-    let app = spawn_limited(Backend::Sqlite, DatabaseLimits::default(), http).await;
-    let address = app.address.trim_start_matches("http://").to_string();
+    let app = spawn_limited(
+        Backend::Sqlite,
+        DatabaseLimits::default(),
+        one_second_limits(),
+    )
+    .await;
+    let mut socket = raw_connection(&app, Duration::from_secs(5));
     tokio::task::spawn_blocking(move || {
-        let mut socket = std::net::TcpStream::connect(address).expect("connect");
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
         let started = Instant::now();
-        let mut buffer = [0u8; 4096];
         while started.elapsed() < Duration::from_secs(6) {
-            socket
-                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                .expect("request on the same connection");
-            let read = socket.read(&mut buffer).expect("answer");
-            assert!(
-                buffer[..read].starts_with(b"HTTP/1.1 200"),
-                "after {:?}: {:?}",
-                started.elapsed(),
-                &buffer[..read]
-            );
+            healthz_on(&mut socket, &format!("after {:?}", started.elapsed()));
             std::thread::sleep(Duration::from_millis(300));
         }
     })

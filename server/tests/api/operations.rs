@@ -5,24 +5,11 @@ use serde_json::Value;
 async fn health_and_readiness() {
     let app = spawn_app(Backend::Postgres).await;
     for path in ["/healthz", "/readyz"] {
-        let response = app.client.get(app.url(path)).send().await.expect("sent");
-        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(app.status(path).await, 200, "{path}");
     }
     app.db.make_unreachable().await;
-    let response = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 503);
-    let response = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
+    assert_eq!(app.status("/readyz").await, 503);
+    assert_eq!(app.status("/healthz").await, 200);
 }
 
 #[tokio::test]

@@ -18,14 +18,16 @@ pub struct PgStore {
     reads: reads::Reads,
 }
 
-/// `statement_timeout` and `lock_timeout` for every session of the server, as a libpq
-/// `options` string; an import lifts the statement timeout for its own transaction.
-fn session_options(limits: &DatabaseLimits) -> String {
-    format!(
-        "-c statement_timeout={} -c lock_timeout={}",
-        limits.statement_timeout.as_millis(),
-        limits.lock_timeout.as_millis()
-    )
+/// `statement_timeout` and `lock_timeout` for every session of the server (the sqlx pool and
+/// the read connections alike); an import lifts the statement timeout for its own transaction.
+fn session_settings(limits: &DatabaseLimits) -> [(&'static str, String); 2] {
+    [
+        (
+            "statement_timeout",
+            limits.statement_timeout.as_millis().to_string(),
+        ),
+        ("lock_timeout", limits.lock_timeout.as_millis().to_string()),
+    ]
 }
 
 pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
@@ -49,13 +51,7 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(limits.acquire_timeout)
-        .connect_with(options.options([
-            (
-                "statement_timeout",
-                limits.statement_timeout.as_millis().to_string(),
-            ),
-            ("lock_timeout", limits.lock_timeout.as_millis().to_string()),
-        ]))
+        .connect_with(options.options(session_settings(&limits)))
         .await
         .context("could not connect to PostgreSQL")?;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -147,10 +143,9 @@ impl Store for PgStore {
     async fn import(&self, records: ImportStream<'static>) -> Result<ImportSummary> {
         let mut stage = Stage::new();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(IMPORT_NO_STATEMENT_TIMEOUT)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(CREATE_STAGING).execute(&mut *tx).await?;
+        for statement in [IMPORT_NO_STATEMENT_TIMEOUT, IMPORT_WORK_MEM, CREATE_STAGING] {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
         let mut copy = tx.copy_in_raw(COPY_STAGING).await?;
         let mut chunk = String::with_capacity(COPY_CHUNK + 64 * 1024);
         for record in records {
@@ -189,7 +184,7 @@ impl Store for PgStore {
         copy.send(chunk.as_bytes()).await?;
         let staged = copy.finish().await?;
         stage.done("staged", staged);
-        for statement in [IMPORT_WORK_MEM, "ANALYZE import_rows", MERGE_DEPARTMENTS] {
+        for statement in ["ANALYZE import_rows", MERGE_DEPARTMENTS] {
             sqlx::query(statement).execute(&mut *tx).await?;
         }
         sqlx::query(CREATE_IMPORTED).execute(&mut *tx).await?;

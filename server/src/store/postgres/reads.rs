@@ -37,7 +37,11 @@ impl Reads {
         let (mut config, tls) = config(url)?;
         // PostgreSQL ends a statement that runs too long itself, so that a stuck lookup costs
         // the database nothing after the request has been answered.
-        config.options(super::session_options(&limits));
+        let options: Vec<String> = super::session_settings(&limits)
+            .iter()
+            .map(|(name, value)| format!("-c {name}={value}"))
+            .collect();
+        config.options(options.join(" "));
         config.connect_timeout(limits.acquire_timeout);
         let reads = Reads {
             config,
