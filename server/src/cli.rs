@@ -69,6 +69,11 @@ struct DatabaseArgs {
     #[arg(long, env = "LINKED_CUSTOMER_DB_ACQUIRE_TIMEOUT_MS",
         default_value_t = millis(DatabaseLimits::default().acquire_timeout))]
     db_acquire_timeout_ms: u64,
+    /// SQLite: MiB of the database file read through a memory map (0: none). Faster lookups on
+    /// a database larger than SQLite's page cache; the mapped pages count in the server's RSS,
+    /// and an I/O error on the file stops the process (README, "Operating").
+    #[arg(long, env = "LINKED_CUSTOMER_SQLITE_MMAP_MIB", default_value_t = 0)]
+    sqlite_mmap_mib: u64,
 }
 
 impl DatabaseArgs {
@@ -77,6 +82,7 @@ impl DatabaseArgs {
             statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
             lock_timeout: Duration::from_millis(self.db_lock_timeout_ms),
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            sqlite_mmap_size: self.sqlite_mmap_mib.saturating_mul(1 << 20),
         }
     }
 }

@@ -19,6 +19,8 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const DEPARTMENTS: usize = 100;
@@ -40,22 +42,37 @@ pub enum Databases {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Database {
-    Sqlite,
+    /// With `mmap_mib` MiB of the file memory-mapped by the server (0: none, the default).
+    Sqlite {
+        mmap_mib: u64,
+    },
     Postgres,
 }
 
 impl Database {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Database::Sqlite => "SQLite",
-            Database::Postgres => "PostgreSQL",
+            Database::Sqlite { mmap_mib: 0 } => "SQLite".to_string(),
+            Database::Sqlite { mmap_mib } => format!("SQLite, {mmap_mib} MiB memory-mapped"),
+            Database::Postgres => "PostgreSQL".to_string(),
         }
     }
 
-    fn key(self) -> &'static str {
+    fn key(self) -> String {
         match self {
-            Database::Sqlite => "sqlite",
-            Database::Postgres => "postgres",
+            Database::Sqlite { mmap_mib: 0 } => "sqlite".to_string(),
+            Database::Sqlite { .. } => "sqlite-mmap".to_string(),
+            Database::Postgres => "postgres".to_string(),
+        }
+    }
+
+    /// The server's settings for this database, beyond `DATABASE_URL`.
+    fn server_env(self) -> Vec<(&'static str, String)> {
+        match self {
+            Database::Sqlite { mmap_mib } if mmap_mib > 0 => {
+                vec![("LINKED_CUSTOMER_SQLITE_MMAP_MIB", mmap_mib.to_string())]
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -65,6 +82,8 @@ pub struct Options {
     pub databases: Databases,
     pub seconds: Option<u64>,
     pub smoke: bool,
+    /// SQLite: MiB of the database file the server memory-maps (0: none).
+    pub sqlite_mmap_mib: u64,
 }
 
 /// What one wrk run measured (latencies in microseconds).
@@ -91,6 +110,9 @@ struct Measured {
     /// getLinkedCustomer answers during the load by status, from the server's `/metrics`.
     statuses: Vec<(u16, u64)>,
     server_peak_kib: u64,
+    /// The largest `RssAnon` seen (sampled every 100 ms): the server's own memory, without the
+    /// pages of files it maps (its binary; a memory-mapped SQLite database).
+    server_peak_anon_kib: u64,
     pgbench_tps: Option<f64>,
     /// Rows in `links` when pgbench ran (it finds nothing while the server does not fill it).
     links_rows: Option<u64>,
@@ -107,10 +129,13 @@ pub fn run(options: &Options) -> Result<()> {
         .unwrap_or(if options.smoke { SMOKE_SECONDS } else { 30 });
     ensure!(customers >= 1, "--customers must be at least 1");
     ensure!(seconds >= 1, "--seconds must be at least 1");
+    let sqlite = Database::Sqlite {
+        mmap_mib: options.sqlite_mmap_mib,
+    };
     let databases = match options.databases {
-        Databases::Sqlite => vec![Database::Sqlite],
+        Databases::Sqlite => vec![sqlite],
         Databases::Postgres => vec![Database::Postgres],
-        Databases::Both => vec![Database::Sqlite, Database::Postgres],
+        Databases::Both => vec![sqlite, Database::Postgres],
     };
     let command = format!(
         "cargo xtask bench --customers {customers} --db {} --seconds {seconds}{}",
@@ -121,6 +146,10 @@ pub fn run(options: &Options) -> Result<()> {
         },
         if options.smoke { " --smoke" } else { "" }
     );
+    let command = match options.sqlite_mmap_mib {
+        0 => command,
+        mib => format!("{command} --sqlite-mmap-mib {mib}"),
+    };
     let work = crate::util::target_dir().join("xtask/bench");
     std::fs::create_dir_all(&work)?;
 
@@ -462,7 +491,7 @@ struct FreshDatabase {
 impl FreshDatabase {
     fn new(database: Database, work: &Path, customers: usize) -> Result<FreshDatabase> {
         match database {
-            Database::Sqlite => {
+            Database::Sqlite { .. } => {
                 let path = work.join(format!("sqlite-{customers}.db"));
                 for suffix in ["", "-wal", "-shm"] {
                     let file = PathBuf::from(format!("{}{suffix}", path.display()));
@@ -521,7 +550,7 @@ fn measure(
     add_subscriber(binary, &fresh.url, &password)?;
 
     let log = work.join(format!("server-{}.log", database.key()));
-    let server = Server::start(binary, &fresh.url, &log)?;
+    let server = Server::start(binary, &fresh.url, &database.server_env(), &log)?;
     let auth = format!("Basic {}", base64(&format!("{USER}:{password}")));
     sanity_checks(&server.address, &auth, customers)?;
 
@@ -536,10 +565,11 @@ fn measure(
     let after = lookup_statuses(&server.address)?;
     let statuses = difference(&before, &after);
     let server_peak_kib = server.peak_kib()?;
+    let server_peak_anon_kib = server.anon_peak.load(Ordering::Relaxed);
     drop(server);
 
     let (pgbench_tps, links_rows) = match database {
-        Database::Sqlite => (None, None),
+        Database::Sqlite { .. } => (None, None),
         Database::Postgres => {
             let rows = count_links(&fresh.url)?;
             (
@@ -556,6 +586,7 @@ fn measure(
         lookup,
         statuses,
         server_peak_kib,
+        server_peak_anon_kib,
         pgbench_tps,
         links_rows,
     })
@@ -638,14 +669,16 @@ fn add_subscriber(binary: &Path, url: &str, password: &str) -> Result<()> {
 struct Server {
     child: Child,
     address: String,
+    anon_peak: Arc<AtomicU64>,
 }
 
 impl Server {
-    fn start(binary: &Path, url: &str, log: &Path) -> Result<Server> {
+    fn start(binary: &Path, url: &str, env: &[(&str, String)], log: &Path) -> Result<Server> {
         let log_file = std::fs::File::create(log)?;
         let mut child = Command::new(binary)
             .args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
             .env("DATABASE_URL", url)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             // The server's defaults (text logs at `info`), whatever the caller's environment.
             .env_remove("RUST_LOG")
             .env_remove("LINKED_CUSTOMER_LOG_FORMAT")
@@ -665,9 +698,12 @@ impl Server {
                 }
             }
         });
+        let anon_peak = Arc::new(AtomicU64::new(0));
+        sample_anon_peak(child.id(), anon_peak.clone());
         let mut server = Server {
             child,
             address: String::new(),
+            anon_peak,
         };
         server.address = receiver
             .recv_timeout(Duration::from_secs(60))
@@ -705,6 +741,24 @@ impl Server {
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
             .context("no VmHWM in the server's /proc status")
     }
+}
+
+/// Keeps the largest `RssAnon` of process `pid` in `peak` until the process is gone.
+fn sample_anon_peak(pid: u32, peak: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let anon = status
+                .lines()
+                .find_map(|line| line.strip_prefix("RssAnon:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok());
+            match anon {
+                Some(kib) => peak.fetch_max(kib, Ordering::Relaxed),
+                // A zombie has no memory lines: the server has stopped.
+                None => break,
+            };
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
 }
 
 impl Drop for Server {
@@ -1127,10 +1181,11 @@ fn print_table(results: &[Measured], customers: usize, seconds: u64) {
     }
     for result in results {
         println!(
-            "{}: answers {}; server peak RSS {}; import {:.0} customers/s, peak RSS {}{}",
+            "{}: answers {}; server peak RSS {} (anonymous {}); import {:.0} customers/s, peak RSS {}{}",
             result.database.name(),
             statuses_text(&result.statuses),
             mib(result.server_peak_kib),
+            mib(result.server_peak_anon_kib),
             customers as f64 / result.import_seconds,
             mib(result.import_peak_kib),
             match result.pgbench_tps {
@@ -1262,10 +1317,11 @@ fn section(
     }
     text.push_str(&format!(
         "\n- getLinkedCustomer answers (server's `/metrics`): {}\n\
-         - server peak RSS (VmHWM) after both loads: {}\n\
+         - server peak RSS (VmHWM) after both loads: {}; of it anonymous memory (the server's own, without mapped files; `RssAnon` sampled every 100 ms) at most {}\n\
          - import of {customers} customers (`linked-customer-server import`, wall time): {:.2} s, {:.0} customers/s, peak RSS {}\n",
         statuses_text(&result.statuses),
         mib(result.server_peak_kib),
+        mib(result.server_peak_anon_kib),
         result.import_seconds,
         customers as f64 / result.import_seconds,
         mib(result.import_peak_kib)

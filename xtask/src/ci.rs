@@ -191,6 +191,7 @@ fn bench_smoke() -> Result<()> {
         databases: crate::bench::Databases::Both,
         seconds: None,
         smoke: true,
+        sqlite_mmap_mib: 0,
     })
 }
 

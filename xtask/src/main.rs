@@ -86,6 +86,9 @@ enum Command {
         /// A short run that fails on any error and writes no BENCHMARKS.md (run by ci).
         #[arg(long)]
         smoke: bool,
+        /// SQLite: MiB of the database file the server memory-maps (its section is apart).
+        #[arg(long, default_value_t = 0)]
+        sqlite_mmap_mib: u64,
     },
 }
 
@@ -115,11 +118,13 @@ fn main() -> std::process::ExitCode {
             db,
             seconds,
             smoke,
+            sqlite_mmap_mib,
         } => bench::run(&bench::Options {
             customers,
             databases: db,
             seconds,
             smoke,
+            sqlite_mmap_mib,
         }),
     };
     match result {

@@ -98,6 +98,8 @@ struct Verified {
     subscriber_id: i64,
     password_hash: String,
     at: Instant,
+    /// When a request began checking this credential again after it expired.
+    refresh_started: Option<Instant>,
 }
 
 pub struct Authenticator {
@@ -189,20 +191,39 @@ impl Authenticator {
             })
     }
 
+    /// Whether this credential was verified against `password_hash` not long ago. Once the
+    /// entry has expired, one request checks the password again while the others that arrive
+    /// meanwhile are still let through on the entry, for at most one check's wait: so a busy
+    /// credential's expiry costs one password check, not one per request in flight (which
+    /// would fill the queue and turn a good credential's requests into 503s). The stored hash
+    /// is compared on every request, so a changed password still stops working at once.
     fn is_cached(&self, key: &[u8; 32], subscriber_id: i64, password_hash: &str) -> bool {
-        let Ok(cache) = self.verified.lock() else {
+        let Ok(mut cache) = self.verified.lock() else {
             return false;
         };
-        cache.get(key).is_some_and(|entry| {
-            entry.at.elapsed() < self.ttl
-                && entry.subscriber_id == subscriber_id
-                && bool::from(
-                    entry
-                        .password_hash
-                        .as_bytes()
-                        .ct_eq(password_hash.as_bytes()),
-                )
-        })
+        let Some(entry) = cache.get_mut(key) else {
+            return false;
+        };
+        let same = entry.subscriber_id == subscriber_id
+            && bool::from(
+                entry
+                    .password_hash
+                    .as_bytes()
+                    .ct_eq(password_hash.as_bytes()),
+            );
+        if !same {
+            return false;
+        }
+        if entry.at.elapsed() < self.ttl {
+            return true;
+        }
+        match entry.refresh_started {
+            Some(started) if started.elapsed() < CHECK_WAIT => true,
+            _ => {
+                entry.refresh_started = Some(Instant::now());
+                false
+            }
+        }
     }
 
     fn remember(&self, key: [u8; 32], subscriber_id: i64, password_hash: String) {
@@ -222,6 +243,7 @@ impl Authenticator {
                 subscriber_id,
                 password_hash,
                 at: Instant::now(),
+                refresh_started: None,
             },
         );
     }
@@ -251,6 +273,51 @@ mod tests {
         assert!(parse_basic("Basic !!!").is_none());
         assert!(parse_basic("Basic").is_none());
         assert!(!format!("{creds:?}").contains("pa:ss"));
+    }
+
+    /// A busy credential's expiry: one request checks it again, the others go on meanwhile.
+    #[tokio::test]
+    async fn an_expired_credential_is_checked_again_once_not_per_request() {
+        let auth = std::sync::Arc::new(Authenticator::new(Duration::from_millis(50)).unwrap());
+        let access = SubscriberAccess {
+            subscriber_id: 7,
+            password_hash: hash_password("s3cret").unwrap(),
+            granted: true,
+        };
+        let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
+        auth.authorize(&credentials, Some(&access)).await.unwrap();
+        assert_eq!(auth.password_checks().get(), 1);
+        auth.authorize(&credentials, Some(&access)).await.unwrap();
+        assert_eq!(auth.password_checks().get(), 1, "cached");
+
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (auth, access) = (auth.clone(), access.clone());
+            let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
+            requests.spawn(async move { auth.authorize(&credentials, Some(&access)).await });
+        }
+        while let Some(answer) = requests.join_next().await {
+            let answer = answer.unwrap();
+            assert!(answer.is_ok(), "{answer:?}");
+        }
+        assert_eq!(
+            auth.password_checks().get(),
+            2,
+            "one check for the expiry, not 16"
+        );
+
+        // A changed password is refused at once, even while an expired entry is refreshed.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let refresh = auth.authorize(&credentials, Some(&access));
+        let changed = SubscriberAccess {
+            password_hash: hash_password("other").unwrap(),
+            ..access.clone()
+        };
+        let (refreshed, after_change) =
+            tokio::join!(refresh, auth.authorize(&credentials, Some(&changed)));
+        assert!(refreshed.is_ok());
+        assert!(matches!(after_change, Err(ApiError::NotAuthorized)));
     }
 
     #[test]

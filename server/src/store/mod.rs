@@ -91,7 +91,8 @@ pub struct Opened {
     pub created: bool,
 }
 
-/// How long the database may take: each limit turns a stuck database into a prompt `503`.
+/// How long the database may take (each limit turns a stuck database into a prompt `503`), and
+/// how much of it the server may map into memory.
 #[derive(Clone, Copy, Debug)]
 pub struct DatabaseLimits {
     /// PostgreSQL `statement_timeout` for the server's statements (an import has none), and
@@ -103,6 +104,12 @@ pub struct DatabaseLimits {
     pub lock_timeout: Duration,
     /// The longest a request or command waits for a database connection (or to open one).
     pub acquire_timeout: Duration,
+    /// SQLite `mmap_size`: how many bytes of the database file the server reads through a memory
+    /// map rather than with a system call per page (0, the default: none). Faster once the
+    /// file no longer fits SQLite's page cache, but the mapped pages count in the server's RSS
+    /// (they are the operating system's page cache either way), and an I/O error on the file
+    /// becomes a signal that stops the process instead of an error answer.
+    pub sqlite_mmap_size: u64,
 }
 
 impl Default for DatabaseLimits {
@@ -111,6 +118,7 @@ impl Default for DatabaseLimits {
             statement_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(2),
             acquire_timeout: Duration::from_secs(2),
+            sqlite_mmap_size: 0,
         }
     }
 }

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
@@ -52,9 +51,9 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
     pool.close().await;
 
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let writer = Arc::new(Mutex::new(connect(&path, false, limits.lock_timeout)?));
+    let writer = Arc::new(Mutex::new(connect(&path, false, &limits)?));
     let readers = (0..cores * 2)
-        .map(|_| connect(&path, true, limits.lock_timeout).map(Mutex::new))
+        .map(|_| connect(&path, true, &limits).map(Mutex::new))
         .collect::<Result<Vec<_>>>()?;
     let store = SqliteStore {
         readers,
@@ -67,16 +66,20 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
     })
 }
 
-fn connect(path: &Path, read_only: bool, busy_timeout: Duration) -> Result<Connection> {
+fn connect(path: &Path, read_only: bool, limits: &DatabaseLimits) -> Result<Connection> {
     // Readers open read-write and refuse writes with `query_only`: a read-only connection could
     // not create the WAL index file when it is missing.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
         .with_context(|| format!("could not open {}", path.display()))?;
-    conn.busy_timeout(busy_timeout)?;
+    conn.busy_timeout(limits.lock_timeout)?;
     conn.pragma_update(None, "query_only", read_only)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    if read_only && limits.sqlite_mmap_size > 0 {
+        let size = i64::try_from(limits.sqlite_mmap_size).unwrap_or(i64::MAX);
+        conn.pragma_update(None, "mmap_size", size)?;
+    }
     Ok(conn)
 }
 

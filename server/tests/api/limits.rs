@@ -258,3 +258,26 @@ async fn a_busy_connection_is_not_closed() {
     .await
     .expect("client thread");
 }
+
+/// A SQLite database read through a memory map answers exactly as one read page by page.
+#[tokio::test]
+async fn a_memory_mapped_sqlite_database_gives_the_same_answers() {
+    let limits = DatabaseLimits {
+        sqlite_mmap_size: 64 << 20,
+        ..DatabaseLimits::default()
+    };
+    let mapped = spawn_limited(Backend::Sqlite, limits, HttpLimits::default()).await;
+    let plain = spawn_app(Backend::Sqlite).await;
+    for (entity, id) in [("ORDER", "1001"), ("THREAD", "42"), ("ORDER", "1002")] {
+        let (a, b) = (
+            mapped.get_customer(DEPARTMENT, entity, id).await,
+            plain.get_customer(DEPARTMENT, entity, id).await,
+        );
+        assert_eq!(a.status(), b.status(), "{entity} {id}");
+        assert_eq!(
+            a.bytes().await.unwrap(),
+            b.bytes().await.unwrap(),
+            "{entity} {id}"
+        );
+    }
+}
