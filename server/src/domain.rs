@@ -50,9 +50,10 @@ impl EntityId {
         }
     }
 
+    /// Decimal digits only: no sign (a `+` is not how any client writes an integer), no
+    /// spaces, no fraction or exponent.
     pub fn parse(text: &str) -> Result<EntityId, String> {
-        let digits = text.strip_prefix('+').unwrap_or(text);
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             if let Some(rest) = text.strip_prefix('-')
                 && !rest.is_empty()
                 && rest.bytes().all(|b| b.is_ascii_digit())
@@ -63,7 +64,7 @@ impl EntityId {
                 "entityId must be a whole number from 1 to 9223372036854775807.".to_string(),
             );
         }
-        let value: i64 = digits.parse().map_err(|_| {
+        let value: i64 = text.parse().map_err(|_| {
             "entityId must be a whole number from 1 to 9223372036854775807 (it is too large)."
                 .to_string()
         })?;

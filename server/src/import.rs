@@ -203,6 +203,24 @@ impl<I: Iterator<Item = Result<ImportRecord, ImportError>>> Iterator for Progres
     }
 }
 
+/// serde's messages quote the value they refused (`invalid type: string "…", expected i64`),
+/// which may be a customer's personal data: keep the kind of value, not the value.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((unexpected, expected)) = rest.rsplit_once(", expected")
+        {
+            let kind = unexpected
+                .split(['`', '"'])
+                .next()
+                .unwrap_or(unexpected)
+                .trim();
+            return format!("{prefix}{kind}, expected{expected}");
+        }
+    }
+    message.to_string()
+}
+
 /// Checks lines one at a time and remembers what earlier lines claimed, so that a file cannot
 /// say two things about one customer or link one entity twice (the later line would silently
 /// win). It keeps a keyed 64-bit hash of each key and the line number, not the strings, so that
@@ -241,7 +259,7 @@ impl Checker {
             } else {
                 path
             };
-            fail(&field, err.to_string())
+            fail(&field, without_value(&err.to_string()))
         })?;
         deserializer
             .end()
@@ -346,6 +364,27 @@ mod tests {
     use super::*;
 
     const GOOD: &str = r#"{"department":"d1","customer":{"id":1,"customerUuid":"u1","emails":[],"phoneNumbers":[],"addresses":[]},"links":[{"entity":"ORDER","entityId":5}]}"#;
+
+    #[test]
+    fn a_refused_value_is_not_repeated_in_the_message() {
+        let line = GOOD.replace(r#""id":1"#, r#""id":"maria, expected x@example.com""#);
+        let err = parse(&line).unwrap_err();
+        assert_eq!(err.field, "customer.id");
+        assert!(!err.message.contains("example.com"), "{}", err.message);
+        assert!(
+            err.message.starts_with("invalid type: string, expected"),
+            "{}",
+            err.message
+        );
+        let line = GOOD.replace(r#""customerUuid":"u1""#, r#""customerUuid":4479460958"#);
+        let err = parse(&line).unwrap_err();
+        assert!(!err.message.contains("4479460958"), "{}", err.message);
+        assert!(
+            err.message.starts_with("invalid type: integer, expected"),
+            "{}",
+            err.message
+        );
+    }
 
     #[test]
     fn parses_a_good_line() {

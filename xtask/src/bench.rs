@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const DEPARTMENTS: usize = 100;
+pub(crate) const DEPARTMENTS: usize = 100;
 const USER: &str = "bench";
 const SCOPE: &str = "customer.search";
 const CONNECTIONS: usize = 64;
@@ -190,7 +190,7 @@ pub fn run(options: &Options) -> Result<()> {
 // The data set
 
 /// `target/xtask/bench/customers-N.jsonl`, written unless an identical one is there already.
-fn dataset(work: &Path, customers: usize) -> Result<PathBuf> {
+pub(crate) fn dataset(work: &Path, customers: usize) -> Result<PathBuf> {
     let path = work.join(format!("customers-{customers}.jsonl"));
     if is_current(&path, customers)? {
         println!("reusing {}", rel(&path));
@@ -225,7 +225,7 @@ fn is_current(path: &Path, customers: usize) -> Result<bool> {
 }
 
 /// The department of customer (or lookup index) `index`.
-fn department(index: usize) -> String {
+pub(crate) fn department(index: usize) -> String {
     format!("bench-dept-{:03}", index % DEPARTMENTS)
 }
 
@@ -424,7 +424,7 @@ fn customer_id(index: usize) -> String {
 // Tools
 
 /// Builds `linked-customer-server` in release mode and returns the binary's path.
-fn build_release() -> Result<PathBuf> {
+pub(crate) fn build_release() -> Result<PathBuf> {
     let mut build = cargo();
     build.args([
         "build",
@@ -547,7 +547,7 @@ fn measure(
     let (import_seconds, import_peak_kib) =
         import(binary, time, &fresh.url, data, customers, work)?;
     let password = format!("pw-{}", random_hex(12)?);
-    add_subscriber(binary, &fresh.url, &password)?;
+    add_subscriber(binary, &fresh.url, USER, &password, DEPARTMENTS)?;
 
     let log = work.join(format!("server-{}.log", database.key()));
     let server = Server::start(binary, &fresh.url, &database.server_env(), &log)?;
@@ -643,18 +643,25 @@ fn import(
     Ok((elapsed, peak))
 }
 
-/// The bench subscriber, with `customer.search` on every department; the password on stdin.
-fn add_subscriber(binary: &Path, url: &str, password: &str) -> Result<()> {
+/// Subscriber `user` with `customer.search` on the first `departments` departments; the
+/// password on stdin.
+pub(crate) fn add_subscriber(
+    binary: &Path,
+    url: &str,
+    user: &str,
+    password: &str,
+    departments: usize,
+) -> Result<()> {
     let mut add = Command::new(binary);
-    add.args(["subscriber", "add", "--username", USER, "--password-stdin"]);
-    for index in 0..DEPARTMENTS {
+    add.args(["subscriber", "add", "--username", user, "--password-stdin"]);
+    for index in 0..departments {
         add.arg("--department").arg(department(index));
     }
     add.args(["--scope", SCOPE]).env("DATABASE_URL", url);
     let output = capture_with_input(add, &format!("{password}\n"))?;
     if !output.status.success() {
         bail!(
-            "adding the bench subscriber failed: {}",
+            "adding subscriber {user} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
@@ -666,14 +673,19 @@ fn add_subscriber(binary: &Path, url: &str, password: &str) -> Result<()> {
 
 /// The release server on a free port; its stdout and stderr go to a log file (drained, so it
 /// never blocks on a full pipe). Killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-    anon_peak: Arc<AtomicU64>,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) address: String,
+    pub(crate) anon_peak: Arc<AtomicU64>,
 }
 
 impl Server {
-    fn start(binary: &Path, url: &str, env: &[(&str, String)], log: &Path) -> Result<Server> {
+    pub(crate) fn start(
+        binary: &Path,
+        url: &str,
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> Result<Server> {
         let log_file = std::fs::File::create(log)?;
         let mut child = Command::new(binary)
             .args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
@@ -732,7 +744,7 @@ impl Server {
     }
 
     /// The server's peak resident memory so far (`VmHWM`), in KiB.
-    fn peak_kib(&self) -> Result<u64> {
+    pub(crate) fn peak_kib(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .context("reading the server's /proc status (is this Linux?)")?;
         status
@@ -769,7 +781,7 @@ impl Drop for Server {
 }
 
 /// One HTTP/1.1 GET on a new connection: (status, body).
-fn get(address: &str, path: &str, auth: Option<&str>) -> Result<(u16, String)> {
+pub(crate) fn get(address: &str, path: &str, auth: Option<&str>) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = auth
@@ -793,7 +805,7 @@ fn get(address: &str, path: &str, auth: Option<&str>) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn lookup_path(index: usize, entity: &str) -> String {
+pub(crate) fn lookup_path(index: usize, entity: &str) -> String {
     format!(
         "/customer/v2/department/{}/entity/{entity}/{}/customer",
         department(index),
@@ -1128,7 +1140,7 @@ fn ms(microseconds: f64) -> String {
     format!("{:.2} ms", microseconds / 1000.0)
 }
 
-fn mib(kib: u64) -> String {
+pub(crate) fn mib(kib: u64) -> String {
     format!("{:.0} MiB", kib as f64 / 1024.0)
 }
 
@@ -1244,7 +1256,7 @@ fn require_no_errors(results: &[Measured]) -> Result<()> {
 }
 
 /// "2 cores, Intel(R) Xeon(R) ..." for the record.
-fn machine() -> Result<String> {
+pub(crate) fn machine() -> Result<String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1258,7 +1270,7 @@ fn machine() -> Result<String> {
     Ok(format!("{cores} cores, {cpu}"))
 }
 
-fn today() -> Result<String> {
+pub(crate) fn today() -> Result<String> {
     let mut date = Command::new("date");
     date.args(["-u", "+%Y-%m-%d %H:%M UTC"]);
     let output = capture(date)?;
@@ -1355,7 +1367,7 @@ fn write_markdown(
 }
 
 /// `text` with the section marked `key` replaced by `body` (appended when there is none).
-fn replace_section(text: &str, key: &str, body: &str) -> String {
+pub(crate) fn replace_section(text: &str, key: &str, body: &str) -> String {
     let start = format!("<!-- bench:{key} -->");
     let end = format!("<!-- /bench:{key} -->");
     let block = format!("{start}\n{body}{end}\n");
@@ -1373,7 +1385,7 @@ fn replace_section(text: &str, key: &str, body: &str) -> String {
     format!("{}\n\n{block}", text.trim_end())
 }
 
-fn base64(text: &str) -> String {
+pub(crate) fn base64(text: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in text.as_bytes().chunks(3) {

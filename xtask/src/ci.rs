@@ -44,6 +44,11 @@ const STEPS: &[Step] = &[
         bench_smoke,
     ),
     (
+        "faults and abuse: database stopped under load, reset flood, refusal timing",
+        "cargo xtask chaos --debug-build",
+        chaos,
+    ),
+    (
         "contract tests (schemathesis, SQLite and PostgreSQL)",
         "cargo xtask contract",
         crate::contract::run_local,
@@ -193,6 +198,10 @@ fn bench_smoke() -> Result<()> {
         smoke: true,
         sqlite_mmap_mib: 0,
     })
+}
+
+fn chaos() -> Result<()> {
+    crate::chaos::run(true)
 }
 
 /// The workspace's tests, with a PostgreSQL server for the tests that need one.

@@ -3,10 +3,12 @@
 
 mod bench;
 mod browser;
+mod chaos;
 mod ci;
 mod clients;
 mod codegen;
 mod contract;
+mod fuzz;
 mod postgres;
 mod server;
 mod spec_diff;
@@ -90,6 +92,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         sqlite_mmap_mib: u64,
     },
+    /// The server under faults and abuse on a PostgreSQL cluster of its own: the database
+    /// stopped and started under load, a reset flood, an ungranted burst, refusal timing.
+    Chaos {
+        /// Run the debug build the tests use and leave BENCHMARKS.md alone (as ci does).
+        #[arg(long)]
+        debug_build: bool,
+    },
+    /// Fuzz the Authorization parser and the path parameters (cargo-fuzz, nightly; not in ci).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -126,6 +141,8 @@ fn main() -> std::process::ExitCode {
             smoke,
             sqlite_mmap_mib,
         }),
+        Command::Chaos { debug_build } => chaos::run(debug_build),
+        Command::Fuzz { seconds } => fuzz::run_targets(seconds),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -42,6 +42,13 @@ pub struct Credentials {
     password: String,
 }
 
+impl Credentials {
+    /// The password as sent, for checking it.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")

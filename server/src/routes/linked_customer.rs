@@ -57,11 +57,11 @@ pub async fn get_linked_customer(
     }
     .ok_or(ApiError::MissingCredentials)?;
 
-    let segment = |name: &str| decode(request.match_info().get(name).unwrap_or_default());
-    let path = LinkedCustomerPath::parse(
-        &segment("serviceSubscriberDepartmentToken"),
-        &segment("entity"),
-        &segment("entityId"),
+    let segment = |name: &str| request.match_info().get(name).unwrap_or_default();
+    let path = parse_segments(
+        segment("serviceSubscriberDepartmentToken"),
+        segment("entity"),
+        segment("entityId"),
     )
     .map_err(ApiError::BadRequest)?;
 
@@ -84,6 +84,16 @@ pub async fn get_linked_customer(
             .body(LinkedCustomerResponse::json_around(&document)),
         None => HttpResponse::NoContent().finish(),
     })
+}
+
+/// The three path parameters as actix-web matched them, decoded the rest of the way and
+/// checked (the fuzz target `path_parameters` runs this).
+pub fn parse_segments(
+    department: &str,
+    entity: &str,
+    entity_id: &str,
+) -> Result<LinkedCustomerPath, Vec<crate::model::Error>> {
+    LinkedCustomerPath::parse(&decode(department), &decode(entity), &decode(entity_id))
 }
 
 /// actix-web decodes a path segment except for `%`, `/` and `+`; finish the job so that

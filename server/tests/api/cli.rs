@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_linked-customer-server");
 
-fn server(args: &[&str], stdin: Option<&str>) -> Output {
+pub fn server(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::piped())
@@ -26,7 +26,7 @@ fn server(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("binary ran")
 }
 
-fn ok(output: &Output) -> String {
+pub fn ok(output: &Output) -> String {
     assert!(
         output.status.success(),
         "failed: {}\n{}",
@@ -37,14 +37,25 @@ fn ok(output: &Output) -> String {
 }
 
 /// `serve` as a child process, killed when dropped.
-struct Served {
-    child: Child,
-    base: String,
+pub struct Served {
+    pub child: Child,
+    pub base: String,
     banner: String,
 }
 
 impl Served {
-    fn start(database_url: &str, extra: &[&str]) -> Served {
+    pub fn start(database_url: &str, extra: &[&str]) -> Served {
+        Served::start_with(database_url, extra, &[], Stdio::null())
+    }
+
+    /// [`Served::start`] with these environment variables and the server's log (stderr) going
+    /// to `stderr`.
+    pub fn start_with(
+        database_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Served {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -54,8 +65,9 @@ impl Served {
                 database_url,
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -86,7 +98,7 @@ impl Drop for Served {
     }
 }
 
-async fn get(base: &str, path: &str, user: &str, password: &str) -> reqwest::Response {
+pub async fn get(base: &str, path: &str, user: &str, password: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("{base}{path}"))
         .basic_auth(user, Some(password))
@@ -96,7 +108,7 @@ async fn get(base: &str, path: &str, user: &str, password: &str) -> reqwest::Res
 }
 
 /// Adds subscriber `u` / `pw` with `customer.search` on `dept-north`, through the CLI.
-fn add_reader(database_url: &str) {
+pub fn add_reader(database_url: &str) {
     ok(&server(
         &[
             "subscriber",
@@ -113,7 +125,7 @@ fn add_reader(database_url: &str) {
     ));
 }
 
-const ORDER_1001: &str = "/customer/v2/department/dept-north/entity/ORDER/1001/customer";
+pub const ORDER_1001: &str = "/customer/v2/department/dept-north/entity/ORDER/1001/customer";
 
 #[tokio::test]
 async fn import_is_all_or_nothing_and_names_the_bad_line() {

@@ -281,3 +281,56 @@ async fn a_memory_mapped_sqlite_database_gives_the_same_answers() {
         );
     }
 }
+
+/// With the connection limit reached, a further connection waits in the listen backlog without
+/// an answer, and is served as soon as one of the others goes.
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_goes() {
+    // actix-web counts connections per worker: one per worker, as many workers as cores.
+    let limit = std::thread::available_parallelism().map_or(2, usize::from);
+    let http = HttpLimits {
+        max_connections: limit,
+        ..HttpLimits::default()
+    };
+    let app = spawn_limited(Backend::Sqlite, DatabaseLimits::default(), http).await;
+    let mut held: Vec<std::net::TcpStream> = (0..limit)
+        .map(|_| raw_connection(&app, Duration::from_secs(5)))
+        .collect();
+    let held_ok = tokio::task::spawn_blocking(move || {
+        for (index, socket) in held.iter_mut().enumerate() {
+            healthz_on(socket, &format!("held connection {index}"));
+        }
+        held
+    });
+    let mut held = held_ok.await.expect("client thread");
+
+    let mut waiting = raw_connection(&app, Duration::from_millis(800));
+    let waited = tokio::task::spawn_blocking(move || {
+        waiting
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        let mut buffer = [0u8; 256];
+        let early = waiting.read(&mut buffer);
+        assert!(
+            early.is_err(),
+            "answered past the limit of {limit}: {early:?}"
+        );
+        waiting
+    });
+    let mut waiting = waited.await.expect("client thread");
+
+    drop(held.pop());
+    tokio::task::spawn_blocking(move || {
+        waiting
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut buffer = [0u8; 256];
+        let read = waiting
+            .read(&mut buffer)
+            .expect("served once a connection went");
+        assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+    })
+    .await
+    .expect("client thread");
+    drop(held);
+}

@@ -5,8 +5,10 @@
 mod helpers;
 mod auth;
 mod cli;
+mod hostile;
 mod limits;
 mod linked_customer;
 mod operations;
+mod process;
 mod spec_drift;
 mod storage;

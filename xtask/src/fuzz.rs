@@ -1,0 +1,84 @@
+//! `cargo xtask fuzz [--seconds N]`: the cargo-fuzz targets in `fuzz/` (the `Authorization`
+//! parser and the path parameters), each for a bounded time, with libFuzzer on the nightly
+//! toolchain. Not part of ci. A crash leaves its input in `fuzz/artifacts/TARGET/`: make it a
+//! regression test in the server's tests, then fix the parser.
+
+use crate::util::{banner, capture, cargo, root, run};
+use anyhow::{Context, Result, bail};
+use std::process::Command;
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+const TARGETS: [&str; 2] = ["authorization", "path_parameters"];
+
+pub fn run_targets(seconds: u64) -> Result<()> {
+    ensure_nightly()?;
+    let cargo_fuzz = ensure_cargo_fuzz()?;
+    for target in TARGETS {
+        banner(&format!("fuzzing {target} for {seconds} s"));
+        let mut fuzz = Command::new(&cargo_fuzz);
+        fuzz.args(["fuzz", "run", "--fuzz-dir", "fuzz", target])
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(root());
+        // Called directly, cargo-fuzz takes the subcommand's name first (as `cargo fuzz` passes
+        // it), and builds with whatever `cargo` rustup picks: the nightly one.
+        fuzz.env("RUSTUP_TOOLCHAIN", "nightly").env_remove("CARGO");
+        run(fuzz).with_context(|| {
+            format!(
+                "fuzz target {target} found a failure: its input is in fuzz/artifacts/{target}/"
+            )
+        })?;
+    }
+    println!(
+        "\nfuzz: {} targets, {seconds} s each, no failure",
+        TARGETS.len()
+    );
+    Ok(())
+}
+
+fn ensure_nightly() -> Result<()> {
+    let mut list = Command::new("rustup");
+    list.args(["toolchain", "list"]);
+    let output = capture(list).context("rustup is needed for the nightly toolchain")?;
+    if String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|line| line.starts_with("nightly"))
+    {
+        return Ok(());
+    }
+    let mut install = Command::new("rustup");
+    install.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+    run(install)
+}
+
+/// cargo-fuzz at its pinned version, installed into `.tools/cargo-fuzz` on first use.
+fn ensure_cargo_fuzz() -> Result<std::path::PathBuf> {
+    let prefix = root().join(".tools/cargo-fuzz");
+    let binary = prefix.join("bin/cargo-fuzz");
+    let mut version = Command::new(&binary);
+    version.arg("--version");
+    if capture(version)
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
+    {
+        return Ok(binary);
+    }
+    banner(&format!(
+        "installing cargo-fuzz {CARGO_FUZZ_VERSION} into .tools/cargo-fuzz"
+    ));
+    let mut install = cargo();
+    install
+        .args([
+            "install",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--root",
+        ])
+        .arg(&prefix)
+        .arg("cargo-fuzz");
+    run(install)?;
+    if !binary.exists() {
+        bail!("cargo install put no cargo-fuzz in {}", prefix.display());
+    }
+    Ok(binary)
+}
