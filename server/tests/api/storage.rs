@@ -194,4 +194,62 @@ on_both_databases! {
             json!({"customer": customer, "vehicles": vehicles})
         );
     }
+
+    // Lookups during a re-import that gives every customer a new id and moves every link to
+    // the next customer: each answer is the customer before the import or the one after it,
+    // whole (never the new document under the old link, nor a link without its customer), and
+    // once the new state has been seen the old one never comes back.
+    async fn a_lookup_during_a_reimport_sees_the_before_or_the_after_whole(backend: Backend) {
+        const N: i64 = 3000;
+        const FIRST_ORDER: i64 = 700_000;
+        let app = spawn_app(backend).await;
+        let file = |after: bool| {
+            (0..N)
+                .map(|i| {
+                    let (id, order) = if after {
+                        (1_000_000 + i, FIRST_ORDER + (i + 1) % N)
+                    } else {
+                        (i + 1, FIRST_ORDER + i)
+                    };
+                    line(&format!("snap-{i}"), id, json!([]), &[("ORDER", order)])
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        app.import(&file(false)).await.expect("first import");
+
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (client, address) = (app.client.clone(), app.address.clone());
+        let reader = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let (mut seen, mut after_seen, mut j) = (0u32, false, 0i64);
+                while !done.load(std::sync::atomic::Ordering::Relaxed) || seen < 50 {
+                    j = (j + 7919) % N;
+                    let path = TestApp::customer_path(DEPARTMENT, "ORDER", &(FIRST_ORDER + j).to_string());
+                    let response = client
+                        .get(format!("{address}{path}"))
+                        .basic_auth(USER, Some(PASSWORD))
+                        .send()
+                        .await
+                        .expect("sent");
+                    assert_eq!(response.status(), 200, "ORDER {} during the re-import", FIRST_ORDER + j);
+                    let body: Value = response.json().await.expect("JSON");
+                    let id = body["customerWithVehicles"]["customer"]["id"].as_i64().expect("id");
+                    let before = id == j + 1;
+                    let after = id == 1_000_000 + (j + N - 1) % N;
+                    assert!(before || after, "ORDER {}: a torn customer, id {id}", FIRST_ORDER + j);
+                    assert!(!(before && after_seen), "the state before came back after the one after");
+                    after_seen |= after;
+                    seen += 1;
+                }
+                (seen, after_seen)
+            })
+        };
+        let summary = app.import(&file(true)).await.expect("re-import");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(summary.customers_updated, N as usize);
+        let (seen, after_seen) = reader.await.expect("reader");
+        assert!(after_seen, "the re-import's state was never seen ({seen} lookups)");
+    }
 }
