@@ -535,7 +535,7 @@ a department or an entity exists without being allowed to see it.
   `warnings` array (see the `ErrorResponse` schema for the table of codes).
 
 
-Version: 2.1.0*/
+Version: 3.0.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -571,7 +571,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "2.1.0"
+        "3.0.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -597,6 +597,8 @@ entity (for example the customer who placed order 1001).
 - `401`: credentials are missing, wrong, or do not grant `customer.search` on this department.
 - `500`: the server failed; the body carries no internal detail. Quote the `x-request-id`
   response header when reporting it.
+- `503`: the server cannot answer now (saturated, its database out of reach, or out of
+  time); try again after the `Retry-After` header's seconds.
 
 
 Sends a `GET` request to `/v2/department/{serviceSubscriberDepartmentToken}/entity/{entity}/{entityId}/customer`

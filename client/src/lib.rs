@@ -360,7 +360,7 @@ mod tests {
     fn the_base_path_is_the_one_in_the_spec() {
         let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml"))
             .expect("reading openapi.yaml");
-        let spec: serde_yaml::Value = serde_yaml::from_str(&spec).expect("parsing openapi.yaml");
+        let spec: serde_json::Value = serde_saphyr::from_str(&spec).expect("parsing openapi.yaml");
         assert_eq!(spec["servers"][0]["url"].as_str(), Some(API_BASE_PATH));
     }
 

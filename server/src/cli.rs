@@ -71,7 +71,7 @@ struct DatabaseArgs {
     db_acquire_timeout_ms: u64,
     /// SQLite: MiB of the database file read through a memory map (0: none). Faster lookups on
     /// a database larger than SQLite's page cache; the mapped pages count in the server's RSS,
-    /// and an I/O error on the file stops the process (README, "Operating").
+    /// and an I/O error on the file stops the process (docs/operating.md).
     #[arg(long, env = "LINKED_CUSTOMER_SQLITE_MMAP_MIB", default_value_t = 0)]
     sqlite_mmap_mib: u64,
 }

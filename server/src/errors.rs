@@ -54,6 +54,19 @@ pub const SERVICE_UNAVAILABLE: Code = Code {
     title: "SERVICE_UNAVAILABLE",
 };
 
+/// Every error code, in the order of the table in `openapi.yaml` (a test holds them to it).
+pub const ALL: [Code; 9] = [
+    INVALID_DEPARTMENT_TOKEN,
+    INVALID_ENTITY,
+    INVALID_ENTITY_ID,
+    MISSING_CREDENTIALS,
+    NOT_AUTHORIZED,
+    NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    INTERNAL_ERROR,
+    SERVICE_UNAVAILABLE,
+];
+
 /// Seconds a client is asked to wait after a 503: long enough for a burst to drain.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 

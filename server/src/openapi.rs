@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Linked Customer API", version = "2.1.0"),
+    info(title = "Linked Customer API", version = "3.0.0"),
     paths(crate::routes::linked_customer::get_linked_customer),
     // Referenced by a path parameter, which utoipa does not collect by itself.
     components(schemas(crate::model::Entity)),

@@ -3,7 +3,7 @@
 
 use crate::auth::Authenticator;
 use crate::limits::{HttpLimits, deadline};
-use crate::routes::linked_customer::{ROUTE, get_linked_customer};
+use crate::routes::linked_customer::{get_linked_customer, route};
 use crate::routes::operations::{
     healthz, method_not_allowed, metrics, not_found, openapi_json, openapi_yaml, readyz,
 };
@@ -29,7 +29,7 @@ pub struct Spec {
 impl Spec {
     pub fn load() -> anyhow::Result<Spec> {
         let value: serde_json::Value =
-            serde_yaml::from_str(OPENAPI_YAML).context("openapi.yaml is not valid YAML")?;
+            serde_saphyr::from_str(OPENAPI_YAML).context("openapi.yaml is not valid YAML")?;
         Ok(Spec {
             json: serde_json::to_vec_pretty(&value)?.into(),
         })
@@ -73,7 +73,7 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .wrap(from_fn(crate::limits::track_activity))
             .service(
                 web::scope("/customer").service(
-                    web::resource(ROUTE)
+                    web::resource(route())
                         .name("getLinkedCustomer")
                         .wrap(from_fn(deadline))
                         .route(get_or_head().to(get_linked_customer))

@@ -95,7 +95,7 @@ pub fn stale_diff(checked_in: &str, generated: &str) -> Option<String> {
 /// The complete text of `client/src/generated.rs` for the given spec.
 pub fn generate(spec_text: &str) -> Result<String> {
     let mut spec: OpenAPI =
-        serde_yaml::from_str(spec_text).with_context(|| format!("parsing {SPEC}"))?;
+        serde_saphyr::from_str(spec_text).with_context(|| format!("parsing {SPEC}"))?;
     let adjustments = remove_bodiless_success_next_to_a_body(&mut spec);
     let settings = settings(&spec)?;
     let mut generator = Generator::new(&settings);
@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn only_the_bodiless_success_next_to_a_body_is_removed() {
         let text = std::fs::read_to_string(root().join(SPEC)).expect("reading the spec");
-        let mut spec: OpenAPI = serde_yaml::from_str(&text).expect("parsing the spec");
+        let mut spec: OpenAPI = serde_saphyr::from_str(&text).expect("parsing the spec");
         let before = find_operation(&spec, "getLinkedCustomer")
             .expect("getLinkedCustomer")
             .responses

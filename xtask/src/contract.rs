@@ -144,26 +144,26 @@ fn spec_for_department(department: &str) -> Result<PathBuf> {
         );
     }
     let source = root().join("openapi.yaml");
-    let mut spec: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&source)?)
+    let mut spec: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(&source)?)
         .with_context(|| format!("parsing {}", rel(&source)))?;
     let mut replaced = 0;
     let paths = spec
         .get_mut("paths")
-        .and_then(serde_yaml::Value::as_mapping_mut)
+        .and_then(serde_json::Value::as_object_mut)
         .context("openapi.yaml has no paths")?;
     for (_, path_item) in paths.iter_mut() {
-        let Some(path_item) = path_item.as_mapping_mut() else {
+        let Some(path_item) = path_item.as_object_mut() else {
             continue;
         };
         for (_, operation) in path_item.iter_mut() {
             let Some(parameters) = operation
                 .get_mut("parameters")
-                .and_then(serde_yaml::Value::as_sequence_mut)
+                .and_then(serde_json::Value::as_array_mut)
             else {
                 continue;
             };
             for parameter in parameters {
-                if parameter.get("name").and_then(serde_yaml::Value::as_str)
+                if parameter.get("name").and_then(serde_json::Value::as_str)
                     == Some(DEPARTMENT_PARAMETER)
                 {
                     parameter["example"] = department.into();
@@ -175,9 +175,10 @@ fn spec_for_department(department: &str) -> Result<PathBuf> {
     if replaced == 0 {
         bail!("openapi.yaml has no parameter {DEPARTMENT_PARAMETER} whose example to replace");
     }
-    let path = report_dir().join("openapi.deployment.yaml");
+    // JSON is YAML too, and needs no YAML writer.
+    let path = report_dir().join("openapi.deployment.json");
     std::fs::create_dir_all(report_dir())?;
-    std::fs::write(&path, serde_yaml::to_string(&spec)?)?;
+    std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
     println!(
         "{} is openapi.yaml with the example of {DEPARTMENT_PARAMETER} set to {department:?}",
         rel(&path)

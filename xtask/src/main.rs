@@ -67,7 +67,8 @@ enum Command {
     Clients,
     /// Drive Swagger UI in headless Chromium: Authorize, Try it out, Execute, expect the 200.
     Browser,
-    /// Fail on breaking changes in openapi.yaml since a git ref (optic's breaking-change checks).
+    /// Semver on the contract: every change to openapi.yaml since a git ref (drift) needs its new
+    /// info.version and CHANGELOG.md section; a breaking one, a new major.
     SpecDiff {
         /// The ref to compare with (default: the newest tag, else the first commit with the spec).
         #[arg(long)]

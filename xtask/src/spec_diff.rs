@@ -1,20 +1,25 @@
-//! `cargo xtask spec-diff [--base REF]`: the breaking-change gate. Compares `openapi.yaml` in the
+//! `cargo xtask spec-diff [--base REF]`: semver on the contract. Compares `openapi.yaml` in the
 //! working tree with its version at a git ref (default: the newest tag, else the first commit
-//! that has the file) with optic's breaking-change checks, and fails listing each breaking change.
-//! A deliberate one is released as a new major version: `info.version`'s major goes up (optic
-//! then allows breaking changes) and CHANGELOG.md gets a heading naming the new version.
+//! that has the file) with Oxide's drift, in-process, and requires that every change drift
+//! reports comes with a new `info.version` and a `CHANGELOG.md` section for that version:
+//!
+//! - `BackwardIncompatible` or `Incompatible` (a removed operation, a retyped field, ...): a
+//!   new major;
+//! - `Unhandled`, and `ForwardIncompatible`: at least a new minor. drift reports every change
+//!   to an object's properties and every changed constraint as `Unhandled`: it cannot tell an
+//!   added optional field from a removed one, so the gate lists each with its JSON paths and
+//!   drift's message for the reviewer, who decides whether it is in truth a major;
+//! - `Trivial` (descriptions, examples): nothing.
 
-use crate::tools::{ensure_node, node_tool};
-use crate::util::{banner, capture, root};
+use crate::util::{capture, root};
 use anyhow::{Context, Result, bail};
-use std::path::Path;
-use std::process::{Command, Output};
+use drift::ChangeClass;
+use serde_json::Value;
+use std::process::Command;
 
 const SPEC: &str = "openapi.yaml";
-/// Where a deliberate breaking change is noted, under a heading that names the new version.
+/// Where each new version of the contract says what changed, under a `## VERSION` heading.
 const CHANGELOG: &str = "CHANGELOG.md";
-/// The words optic ends each failed breaking-change check with.
-const BREAKING: &str = "This is a breaking change.";
 
 pub fn run(base: Option<&str>) -> Result<()> {
     let base = match base {
@@ -36,113 +41,197 @@ pub fn run(base: Option<&str>) -> Result<()> {
             None => return Ok(()),
         },
     };
-    let (breaking, output) = breaking_changes(&root(), &base)?;
-    let (old, new) = (version_at(Some(&base))?, version_at(None)?);
-    if !breaking.is_empty() {
-        bail!(
-            "{} breaking change(s) in {SPEC} since {base} (info.version {old} -> {new}):\n  - {}\n\
-             Undo them, or, if they are deliberate, release a new major version: \
-             see \"Breaking changes\" in README.md",
-            breaking.len(),
-            breaking.join("\n  - ")
-        );
-    }
-    if !output.status.success() {
-        bail!(
-            "optic diff failed ({}), see its output above",
-            output.status
-        );
-    }
-    if major(&new) <= major(&old) {
-        println!("no breaking change in {SPEC} since {base}");
-        return Ok(());
-    }
-    // optic lets breaking changes through when the major version goes up (its
-    // `skip_when_major_version_changes`); the note is what makes such a release deliberate.
+    let old_text = git(&["show", &format!("{base}:{SPEC}")])
+        .with_context(|| format!("reading {SPEC} at {base}"))?;
+    let old = parse(&old_text).with_context(|| format!("parsing {SPEC} at {base}"))?;
+    let new = parse(&std::fs::read_to_string(root().join(SPEC))?)
+        .with_context(|| format!("parsing {SPEC} in the working tree"))?;
     let changelog = std::fs::read_to_string(root().join(CHANGELOG)).unwrap_or_default();
-    if !changelog
-        .lines()
-        .any(|line| line.starts_with('#') && line.contains(new.as_str()))
-    {
-        bail!(
-            "info.version's major went up since {base} ({old} -> {new}), which lets breaking \
-             changes through, but {CHANGELOG} has no heading for {new} with a note about them"
-        );
-    }
-    println!(
-        "new major version {new} (from {old} at {base}), noted in {CHANGELOG}: \
-         breaking changes are allowed"
-    );
+    let verdict = judge(&old, &new, &changelog)?;
+    println!("{SPEC} since {base}: {verdict}");
     Ok(())
 }
 
-/// Runs optic in the git checkout `dir` on its `openapi.yaml` against `base`; returns each
-/// failed breaking-change check (with where it is) and optic's own result.
-pub fn breaking_changes(dir: &Path, base: &str) -> Result<(Vec<String>, Output)> {
-    ensure_node()?;
-    banner(&format!("optic: breaking changes in {SPEC} since {base}"));
-    let mut optic = node_tool("optic");
-    optic
-        .args([
-            "diff",
-            SPEC,
-            "--base",
-            base,
-            "--check",
-            "--severity",
-            "error",
-        ])
-        .current_dir(dir)
-        // Offline: no telemetry, no error reports, no update check.
-        .env("OPTIC_TELEMETRY_LEVEL", "off")
-        .env("NO_UPDATE_NOTIFIER", "1");
-    let output = capture(optic)?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    print!("{stdout}");
-    eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    // Each failed check, with the line after it that says where (`at openapi.yaml:LINE:OFFSET`).
-    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
-    let breaking = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, line)| line.ends_with(BREAKING))
-        .map(|(index, line)| {
-            let check = line.trim_start_matches("x ");
-            match lines.get(index + 1).filter(|next| next.starts_with("at ")) {
-                Some(at) => format!("{check} ({at})"),
-                None => check.to_string(),
-            }
-        })
-        .collect();
-    Ok((breaking, output))
+/// The spec as JSON, as drift reads it.
+pub fn parse(yaml: &str) -> Result<Value> {
+    Ok(serde_saphyr::from_str(yaml)?)
 }
 
-/// `info.version` of the spec at a git ref, or in the working tree.
-fn version_at(reference: Option<&str>) -> Result<String> {
-    let text = match reference {
-        Some(reference) => git(&["show", &format!("{reference}:{SPEC}")])
-            .with_context(|| format!("reading {SPEC} at {reference}"))?,
-        None => std::fs::read_to_string(root().join(SPEC))?,
+/// How far a version has to move: the order is the severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Bump {
+    None,
+    Minor,
+    Major,
+}
+
+fn needed(class: ChangeClass) -> Bump {
+    match class {
+        ChangeClass::BackwardIncompatible | ChangeClass::Incompatible => Bump::Major,
+        ChangeClass::ForwardIncompatible | ChangeClass::Unhandled => Bump::Minor,
+        ChangeClass::Trivial => Bump::None,
+    }
+}
+
+/// One change drift found, as the gate shows it.
+struct Finding {
+    class: ChangeClass,
+    message: String,
+    /// Where it is in the new document, and the operation it was reached from.
+    paths: Vec<String>,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{:?}] {}", self.class, self.message)?;
+        for path in &self.paths {
+            write!(f, "\n      at {path}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Passes (saying what it saw) when every change from `old` to `new` has the version bump and
+/// the changelog section its class needs; fails listing the changes and the fix otherwise.
+pub fn judge(old: &Value, new: &Value, changelog: &str) -> Result<String> {
+    let changes = drift::compare(old, new).context("drift could not compare the documents")?;
+    let mut findings = Vec::new();
+    for change in &changes {
+        for info in &change.changes {
+            let mut paths: Vec<String> = change
+                .paths
+                .iter()
+                .map(|path| place(&path.new, &info.new_subpath))
+                .collect();
+            paths.dedup();
+            findings.push(Finding {
+                class: info.class,
+                message: info.message.clone(),
+                paths,
+            });
+        }
+    }
+    let bump = findings
+        .iter()
+        .map(|finding| needed(finding.class))
+        .max()
+        .unwrap_or(Bump::None);
+    let listed = |findings: &[Finding]| {
+        findings
+            .iter()
+            .map(|finding| format!("  - {finding}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
-    let document: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| {
-        format!(
-            "parsing {SPEC} at {}",
-            reference.unwrap_or("the working tree")
-        )
-    })?;
+    let trivial = findings
+        .iter()
+        .filter(|f| f.class == ChangeClass::Trivial)
+        .count();
+    if bump == Bump::None {
+        return Ok(format!(
+            "no change that needs a new version ({trivial} trivial)"
+        ));
+    }
+    let (old_version, new_version) = (version(old)?, version(new)?);
+    let (from, to) = (semver(&old_version)?, semver(&new_version)?);
+    let moved = match bump {
+        Bump::Major => to.0 > from.0,
+        Bump::Minor => (to.0, to.1) > (from.0, from.1),
+        Bump::None => true,
+    };
+    let noted = has_section(changelog, &new_version);
+    let significant: Vec<Finding> = findings
+        .into_iter()
+        .filter(|finding| finding.class != ChangeClass::Trivial)
+        .collect();
+    if !moved || !noted {
+        let wanted = match bump {
+            Bump::Major => format!("a new major ({}.0.0)", from.0 + 1),
+            _ => format!("at least a new minor ({}.{}.0)", from.0, from.1 + 1),
+        };
+        let mut fix = Vec::new();
+        if !moved {
+            fix.push(format!(
+                "set info.version in {SPEC} to {wanted} (it is {new_version}, it was {old_version})"
+            ));
+        }
+        if !noted {
+            fix.push(format!(
+                "add a `## {}` section to {CHANGELOG} that says what changed and what callers do",
+                if moved {
+                    new_version.clone()
+                } else {
+                    "NEW.VERSION".to_string()
+                }
+            ));
+        }
+        bail!(
+            "{} change(s) in {SPEC} that need {wanted}:\n{}\nTo release them: {}. \
+             Undo them otherwise (docs/releasing.md, \"Breaking changes\").",
+            significant.len(),
+            listed(&significant),
+            fix.join("; and ")
+        );
+    }
+    let review = if bump == Bump::Minor {
+        "\nReview each one: drift cannot tell whether these break a client (a removed or \
+         tightened field does); if one does, the version must be a new major instead."
+    } else {
+        ""
+    };
+    Ok(format!(
+        "{} change(s), released as {new_version} (from {old_version}) with its {CHANGELOG} \
+         section:\n{}{review}",
+        significant.len(),
+        listed(&significant)
+    ))
+}
+
+/// `#/components/schemas/Customer/properties/x, reached from #/paths/~1.../get`: the place
+/// itself, and where the chain of `$ref`s that led to it started.
+fn place(stack: &drift::JsonPathStack, subpath: &str) -> String {
+    let here = match subpath {
+        "" => stack.current_pointer().to_string(),
+        sub => format!("{}/{sub}", stack.current_pointer()),
+    };
+    match stack.iter().last() {
+        Some(origin) if origin != stack.current_pointer() => {
+            format!("{here}, reached from {origin}")
+        }
+        _ => here,
+    }
+}
+
+fn version(document: &Value) -> Result<String> {
     document["info"]["version"]
         .as_str()
         .map(str::to_string)
         .with_context(|| format!("{SPEC} has no info.version"))
 }
 
-/// The major version of `MAJOR.MINOR.PATCH` (0 when it is not a number).
-fn major(version: &str) -> u64 {
-    version
+fn semver(version: &str) -> Result<(u64, u64, u64)> {
+    let parts: Vec<u64> = version
         .split('.')
-        .next()
-        .and_then(|major| major.trim().parse().ok())
-        .unwrap_or(0)
+        .map(|part| part.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|parts: &Vec<u64>| parts.len() == 3)
+        .with_context(|| format!("info.version {version:?} is not MAJOR.MINOR.PATCH"))?;
+    Ok((parts[0], parts[1], parts[2]))
+}
+
+/// Whether a heading of `changelog` names exactly `version` (`## 3.0.0`, `## v3.0.0`,
+/// `## [3.0.0] - 2026-12-02`; not `## 13.0.0`).
+fn has_section(changelog: &str, version: &str) -> bool {
+    changelog.lines().any(|line| {
+        line.starts_with('#')
+            && line
+                .trim_start_matches('#')
+                .split_whitespace()
+                .next()
+                .map(|word| word.trim_matches(['[', ']']).trim_start_matches('v'))
+                == Some(version)
+    })
 }
 
 /// The newest tag that has the spec, else the first commit that has it; `None` (said why) when
@@ -195,4 +284,112 @@ fn git(args: &[&str]) -> Option<String> {
         .ok()
         .filter(|output| output.status.success())
         .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str =
+        "/v2/department/{serviceSubscriberDepartmentToken}/entity/{entity}/{entityId}/customer";
+
+    fn spec() -> Value {
+        parse(include_str!("../../openapi.yaml")).unwrap()
+    }
+
+    fn changelog() -> String {
+        include_str!("../../CHANGELOG.md").to_string()
+    }
+
+    /// `document` as the next minor (or major) version, with a changelog section for it.
+    fn released(mut document: Value, major: bool) -> (Value, String) {
+        let (a, b, _) = semver(&version(&document).unwrap()).unwrap();
+        let next = if major {
+            format!("{}.0.0", a + 1)
+        } else {
+            format!("{a}.{}.0", b + 1)
+        };
+        document["info"]["version"] = next.clone().into();
+        (
+            document,
+            format!("{}\n## {next}\n\n- The change.\n", changelog()),
+        )
+    }
+
+    fn without_customer_id() -> Value {
+        let mut document = spec();
+        let removed = document["components"]["schemas"]["Customer"]["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("customerId");
+        assert!(removed.is_some(), "openapi.yaml has Customer.customerId");
+        document
+    }
+
+    fn with_shorter_token() -> Value {
+        let mut document = spec();
+        let schema = &mut document["paths"][PATH]["get"]["parameters"][0]["schema"];
+        assert_eq!(schema["maxLength"], 64, "the department token's maxLength");
+        schema["maxLength"] = 32.into();
+        document
+    }
+
+    #[test]
+    fn the_same_document_passes() {
+        let verdict = judge(&spec(), &spec(), &changelog()).unwrap();
+        assert!(verdict.starts_with("no change"), "{verdict}");
+    }
+
+    /// The canary of a removed response field: refused without a new version.
+    #[test]
+    fn a_removed_response_field_needs_a_new_version() {
+        let err = judge(&spec(), &without_customer_id(), &changelog()).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("Customer"), "{err}");
+        assert!(err.contains("set info.version"), "{err}");
+    }
+
+    /// The canary of a tightened parameter constraint: refused without a new version.
+    #[test]
+    fn a_tightened_parameter_needs_a_new_version() {
+        let err = judge(&spec(), &with_shorter_token(), &changelog()).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("parameters"), "{err}");
+        // A new version alone is not enough: its changelog section is missing.
+        let (bumped, _) = released(with_shorter_token(), false);
+        let err = format!("{:#}", judge(&spec(), &bumped, &changelog()).unwrap_err());
+        assert!(err.contains("CHANGELOG.md"), "{err}");
+        assert!(!err.contains("set info.version"), "{err}");
+    }
+
+    #[test]
+    fn a_new_minor_with_its_section_passes_and_is_listed_for_review() {
+        let (bumped, changelog) = released(with_shorter_token(), false);
+        let verdict = judge(&spec(), &bumped, &changelog).unwrap();
+        assert!(verdict.contains("Unhandled"), "{verdict}");
+        assert!(verdict.contains("Review each one"), "{verdict}");
+    }
+
+    /// A removed operation breaks every caller: a new minor does not do.
+    #[test]
+    fn a_removed_operation_needs_a_new_major() {
+        let mut gone = spec();
+        gone["paths"].as_object_mut().unwrap().remove(PATH);
+        let (minor, changelog) = released(gone.clone(), false);
+        let err = format!("{:#}", judge(&spec(), &minor, &changelog).unwrap_err());
+        assert!(err.contains("a new major"), "{err}");
+        let (major, changelog) = released(gone, true);
+        judge(&spec(), &major, &changelog).unwrap();
+    }
+
+    #[test]
+    fn a_changelog_section_names_its_version_exactly() {
+        let changelog = "# Changelog\n\n## 13.0.0\n\n- x\n\n## [2.1.0] - 2026-12-02\n";
+        assert!(!has_section(changelog, "3.0.0"));
+        assert!(has_section(changelog, "13.0.0"));
+        assert!(has_section(changelog, "2.1.0"));
+        assert!(!has_section(changelog, "2.1"));
+        assert!(has_section("## v4.0.0\n", "4.0.0"));
+        assert!(!has_section("- 4.0.0\n", "4.0.0"));
+    }
 }

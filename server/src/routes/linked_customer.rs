@@ -10,14 +10,26 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use std::borrow::Cow;
 
-/// The route, relative to the `/customer` base. Segments may be empty so that an empty
-/// parameter is answered with a 400 that names it rather than a 404.
-pub const ROUTE: &str = "/v2/department/{serviceSubscriberDepartmentToken:[^/]*}/entity/{entity:[^/]*}/{entityId:[^/]*}/customer";
+/// The operation's path, relative to the `/customer` base, as the spec spells it: the one
+/// literal for both the document (`#[utoipa::path]`) and the router ([`route`]).
+pub const PATH: &str =
+    "/v2/department/{serviceSubscriberDepartmentToken}/entity/{entity}/{entityId}/customer";
+
+/// [`PATH`] as an actix-web pattern whose parameters may be empty, so that an empty parameter
+/// is answered with a 400 that names it rather than a 404.
+pub fn route() -> String {
+    PATH.split_inclusive('}')
+        .map(|piece| match piece.strip_suffix('}') {
+            Some(open) => format!("{open}:[^/]*}}"),
+            None => piece.to_string(),
+        })
+        .collect()
+}
 
 /// Get the customer linked to an entity
 #[utoipa::path(
     get,
-    path = "/v2/department/{serviceSubscriberDepartmentToken}/entity/{entity}/{entityId}/customer",
+    path = PATH,
     operation_id = "getLinkedCustomer",
     tag = "Customer",
     params(
@@ -100,4 +112,15 @@ pub fn parse_segments(
 /// validation sees exactly what the client meant.
 fn decode(segment: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_route_lets_each_parameter_be_empty() {
+        assert_eq!(
+            super::route(),
+            "/v2/department/{serviceSubscriberDepartmentToken:[^/]*}/entity/{entity:[^/]*}/{entityId:[^/]*}/customer"
+        );
+    }
 }

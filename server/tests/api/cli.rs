@@ -40,7 +40,7 @@ pub fn ok(output: &Output) -> String {
 pub struct Served {
     pub child: Child,
     pub base: String,
-    banner: String,
+    pub banner: String,
 }
 
 impl Served {
@@ -107,22 +107,22 @@ pub async fn get(base: &str, path: &str, user: &str, password: &str) -> reqwest:
         .expect("request")
 }
 
+/// `subscriber add` for `u` on `dept-north`, the password on stdin (the database URL to add).
+pub const ADD_U: [&str; 7] = [
+    "subscriber",
+    "add",
+    "--username",
+    "u",
+    "--password-stdin",
+    "--department",
+    "dept-north",
+];
+
 /// Adds subscriber `u` / `pw` with `customer.search` on `dept-north`, through the CLI.
 pub fn add_reader(database_url: &str) {
-    ok(&server(
-        &[
-            "subscriber",
-            "add",
-            "--database-url",
-            database_url,
-            "--username",
-            "u",
-            "--password-stdin",
-            "--department",
-            "dept-north",
-        ],
-        Some("pw\n"),
-    ));
+    let mut args = ADD_U.to_vec();
+    args.extend(["--database-url", database_url]);
+    ok(&server(&args, Some("pw\n")));
 }
 
 pub const ORDER_1001: &str = "/customer/v2/department/dept-north/entity/ORDER/1001/customer";
@@ -331,7 +331,7 @@ async fn a_new_embedded_database_gets_the_demo_data() {
         Some(2)
     );
     // Every field of the spec's customer is filled in the demo customer.
-    let spec: Value = serde_yaml::from_str(include_str!("../../../openapi.yaml")).expect("spec");
+    let spec: Value = serde_saphyr::from_str(include_str!("../../../openapi.yaml")).expect("spec");
     for schema in [
         "Customer",
         "Vehicle",
@@ -369,10 +369,19 @@ async fn a_new_embedded_database_gets_the_demo_data() {
 
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}", dir.path().join("empty.db").display());
-    let bare = Served::start(&url, &["--no-demo"]);
-    assert!(!bare.banner.contains("demo-password"));
+    assert_no_demo(&Served::start(&url, &["--no-demo"])).await;
+}
+
+/// The server announces no demo credentials, and they do not work.
+pub async fn assert_no_demo(served: &Served) {
+    assert!(
+        !served.banner.contains("demo-password"),
+        "{}",
+        served.banner
+    );
+    let demo = "/customer/v2/department/demo-department/entity/ORDER/1001/customer";
     assert_eq!(
-        get(&bare.base, demo, "demo", "demo-password")
+        get(&served.base, demo, "demo", "demo-password")
             .await
             .status(),
         401

@@ -4,7 +4,9 @@
 #[macro_use]
 mod helpers;
 mod auth;
+mod claims;
 mod cli;
+mod error_codes;
 mod hostile;
 mod limits;
 mod linked_customer;

@@ -109,7 +109,7 @@ async fn the_spec_is_served_as_written_and_swagger_ui_shows_it() {
         .expect("sent");
     assert_eq!(response.headers()["content-type"], "application/json");
     let served: Value = response.json().await.expect("JSON");
-    let expected: Value = serde_yaml::from_str(spec_text).expect("YAML");
+    let expected: Value = serde_saphyr::from_str(spec_text).expect("YAML");
     assert_eq!(served, expected);
 
     let response = app

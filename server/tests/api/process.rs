@@ -1,7 +1,7 @@
 //! The server as a process, run as the real binary: shutdown under load, an import killed
 //! half-way, subscriber commands during an import, and what its logs say.
 
-use crate::cli::{ORDER_1001, Served, add_reader, get, ok, server};
+use crate::cli::{ADD_U, ORDER_1001, Served, add_reader, get, ok, server};
 use crate::helpers::{BACKENDS, Backend, FIXTURE, TestDb, fixture_line};
 use base64::Engine;
 use sqlx::Connection;
@@ -289,16 +289,7 @@ async fn the_logs_hold_no_secret_and_no_customer_data() {
         run(&["import", fixture.to_str().expect("utf8")], None);
         let refused = run(&["import", bad.to_str().expect("utf8")], None);
         assert!(!refused.status.success(), "the bad import was refused");
-        let add = [
-            "subscriber",
-            "add",
-            "--username",
-            "u",
-            "--password-stdin",
-            "--department",
-            "dept-north",
-        ];
-        run(&add, Some(&format!("{password}\n")));
+        run(&ADD_U, Some(&format!("{password}\n")));
 
         let log_file = std::fs::File::create(&log_path).expect("log file");
         {

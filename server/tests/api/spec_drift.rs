@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 const FIX: &str = "openapi.yaml is the contract. If the server is wrong, change its wire types \
 (server/src/model.rs) or the #[utoipa::path] of the handler (server/src/routes/linked_customer.rs); \
-if the API is meant to change, edit openapi.yaml first (see README, \"Changing the API\").";
+if the API is meant to change, edit openapi.yaml first (see docs/releasing.md, \"Changing the API\").";
 
 /// Keys whose values are maps from names (paths, statuses, field names, ...) to objects.
 const NAME_MAPS: &[&str] = &[
@@ -198,7 +198,7 @@ fn walk(path: &str, spec: Option<&Value>, server: Option<&Value>, found: &mut Ve
 }
 
 fn spec_document() -> Value {
-    serde_yaml::from_str(include_str!("../../../openapi.yaml")).expect("openapi.yaml parses")
+    serde_saphyr::from_str(include_str!("../../../openapi.yaml")).expect("openapi.yaml parses")
 }
 
 fn report(mismatches: &[Mismatch]) -> String {
