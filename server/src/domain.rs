@@ -1,9 +1,6 @@
 //! Parsed, validated values. Strings from the outside are checked once, here; inner code takes
 //! these types and never re-checks.
 
-use crate::errors::{self, Code};
-use crate::model::{self, Entity};
-
 /// A department token: 1 to 64 characters of `[A-Za-z0-9_-]`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DepartmentToken(String);
@@ -76,59 +73,6 @@ impl EntityId {
     }
 }
 
-/// Parses an entity kind, with a message that lists the allowed values.
-pub fn parse_entity(text: &str) -> Result<Entity, String> {
-    Entity::parse(text).ok_or_else(|| {
-        let allowed: Vec<&str> = Entity::ALL.iter().map(|e| e.as_str()).collect();
-        format!("entity must be one of {}.", allowed.join(", "))
-    })
-}
-
-/// The three path parameters of getLinkedCustomer, each checked; every failure is reported.
-pub struct LinkedCustomerPath {
-    pub department: DepartmentToken,
-    pub entity: Entity,
-    pub entity_id: EntityId,
-}
-
-impl LinkedCustomerPath {
-    pub fn parse(
-        department: &str,
-        entity: &str,
-        entity_id: &str,
-    ) -> Result<LinkedCustomerPath, Vec<model::Error>> {
-        fn check<T>(
-            result: Result<T, String>,
-            code: Code,
-            errors: &mut Vec<model::Error>,
-        ) -> Option<T> {
-            result
-                .map_err(|msg| errors.push(code.with_message(msg)))
-                .ok()
-        }
-        let mut errors = Vec::new();
-        let department = check(
-            DepartmentToken::parse(department),
-            errors::INVALID_DEPARTMENT_TOKEN,
-            &mut errors,
-        );
-        let entity = check(parse_entity(entity), errors::INVALID_ENTITY, &mut errors);
-        let entity_id = check(
-            EntityId::parse(entity_id),
-            errors::INVALID_ENTITY_ID,
-            &mut errors,
-        );
-        match (department, entity, entity_id) {
-            (Some(department), Some(entity), Some(entity_id)) => Ok(LinkedCustomerPath {
-                department,
-                entity,
-                entity_id,
-            }),
-            _ => Err(errors),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,14 +108,5 @@ mod tests {
         ] {
             assert!(EntityId::parse(bad).is_err(), "{bad:?} was accepted");
         }
-    }
-
-    #[test]
-    fn every_bad_parameter_is_reported() {
-        let Err(errors) = LinkedCustomerPath::parse("bad token", "CAR", "0") else {
-            panic!("accepted bad parameters");
-        };
-        let codes: Vec<i32> = errors.iter().map(|e| e.error_code).collect();
-        assert_eq!(codes, vec![1001, 1002, 1003]);
     }
 }

@@ -2,7 +2,7 @@
 //! (through the wire types) and written as it comes, all in one transaction, so a file is
 //! imported entirely or not at all and memory does not grow with its size.
 
-use crate::domain::{DepartmentToken, EntityId, parse_entity};
+use crate::domain::{DepartmentToken, EntityId};
 use crate::model::{Customer, CustomerWithVehicles, Entity, Vehicle};
 use serde::Deserialize;
 use serde_json::Value;
@@ -300,7 +300,7 @@ impl Checker {
         }
         let mut links = Vec::with_capacity(parsed.links.len());
         for (i, link) in parsed.links.iter().enumerate() {
-            let entity = parse_entity(&link.entity)
+            let entity = Entity::parse(&link.entity)
                 .map_err(|msg| fail(&format!("links[{i}].entity"), msg))?;
             let entity_id = EntityId::new(link.entity_id)
                 .map_err(|msg| fail(&format!("links[{i}].entityId"), msg))?;

@@ -12,5 +12,6 @@ pub mod model;
 pub mod openapi;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;

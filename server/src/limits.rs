@@ -58,9 +58,9 @@ pub async fn deadline(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let timeout = request
-        .app_data::<actix_web::web::Data<crate::startup::AppState>>()
-        .map_or(HttpLimits::default().request_timeout, |state| {
-            state.limits.request_timeout
+        .app_data::<actix_web::web::Data<HttpLimits>>()
+        .map_or(HttpLimits::default().request_timeout, |limits| {
+            limits.request_timeout
         });
     let http_request = request.request().clone();
     match tokio::time::timeout(timeout, next.call(request)).await {

@@ -32,10 +32,16 @@ impl Entity {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Entity> {
+    /// The one parser of an entity kind (path parameter and import file alike), with a
+    /// message that lists the allowed values.
+    pub fn parse(text: &str) -> Result<Entity, String> {
         Entity::ALL
             .into_iter()
             .find(|entity| entity.as_str() == text)
+            .ok_or_else(|| {
+                let allowed: Vec<&str> = Entity::ALL.iter().map(|e| e.as_str()).collect();
+                format!("entity must be one of {}.", allowed.join(", "))
+            })
     }
 }
 

@@ -8,8 +8,13 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Linked Customer API", version = "3.0.0"),
     paths(crate::routes::linked_customer::get_linked_customer),
-    // Referenced by a path parameter, which utoipa does not collect by itself.
-    components(schemas(crate::model::Entity)),
+    // Referenced by a path parameter and by the typed answer's bodies, which utoipa does not
+    // collect by itself (the schemas they refer to come along).
+    components(schemas(
+        crate::model::Entity,
+        crate::model::LinkedCustomerResponse,
+        crate::model::ErrorResponse
+    )),
     servers((url = "/customer")),
     tags((name = "Customer")),
     modifiers(&BasicAuth)

@@ -1,73 +1,33 @@
 //! Builds the application from its state and binds it to a listener, so that tests can bind
 //! port 0 and ask which port they got.
 
-use crate::auth::Authenticator;
-use crate::limits::{HttpLimits, deadline};
+use crate::limits::deadline;
 use crate::routes::linked_customer::{get_linked_customer, route};
 use crate::routes::operations::{
     healthz, method_not_allowed, metrics, not_found, openapi_json, openapi_yaml, readyz,
 };
-use crate::store::Store;
-use crate::telemetry::{self, Metrics};
+use crate::state::AppState;
+use crate::telemetry;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, guard, web};
-use anyhow::Context;
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::time::Duration;
 use utoipa_swagger_ui::{Config, SwaggerUi};
-
-/// `openapi.yaml`, the contract, built into the binary and served as written.
-pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
-
-/// The same document as JSON, converted once at start-up.
-pub struct Spec {
-    pub json: web::Bytes,
-}
-
-impl Spec {
-    pub fn load() -> anyhow::Result<Spec> {
-        let value: serde_json::Value =
-            serde_saphyr::from_str(OPENAPI_YAML).context("openapi.yaml is not valid YAML")?;
-        Ok(Spec {
-            json: serde_json::to_vec_pretty(&value)?.into(),
-        })
-    }
-}
-
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub auth: Authenticator,
-    pub metrics: Metrics,
-    pub spec: Spec,
-    pub limits: HttpLimits,
-}
-
-impl AppState {
-    pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
-        let auth = Authenticator::new(auth_cache_ttl)?;
-        let metrics = Metrics::new()?;
-        metrics.register(auth.password_checks())?;
-        Ok(AppState {
-            store,
-            auth,
-            metrics,
-            spec: Spec::load()?,
-            limits: HttpLimits::default(),
-        })
-    }
-}
 
 /// Starts serving on `listener`. The server runs until its handle is told to stop (the binary
 /// does so on SIGINT and SIGTERM), then finishes the requests in flight (up to 10 s).
 pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let limits = state.limits;
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    // The middleware finds the limits and the metrics as app data of their own, so that they
+    // need not know the state.
+    let shared_metrics = web::Data::from(state.metrics.clone());
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(web::Data::new(limits))
+            .app_data(shared_metrics.clone())
             .wrap(from_fn(crate::errors::envelope_bare_not_found))
             .wrap(from_fn(telemetry::observe))
             .wrap(from_fn(crate::limits::track_activity))

@@ -136,9 +136,7 @@ pub async fn observe(
         |pattern| pattern.replace(":[^/]*}", "}"),
     );
     let method = method_label(request.method());
-    let metrics = request
-        .app_data::<web::Data<crate::startup::AppState>>()
-        .cloned();
+    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
     let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
     let result = next.call(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
@@ -147,10 +145,8 @@ pub async fn observe(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    if let Some(state) = metrics {
-        state
-            .metrics
-            .observe(&method, &route, status, elapsed.as_secs_f64());
+    if let Some(metrics) = metrics {
+        metrics.observe(&method, &route, status, elapsed.as_secs_f64());
     }
     span.in_scope(|| {
         tracing::info!(

@@ -1,13 +1,15 @@
 //! `getLinkedCustomer`: the customer, with their vehicles, linked to an entity of a department.
 
 use crate::auth::{SEARCH_SCOPE, parse_basic};
-use crate::domain::LinkedCustomerPath;
+use crate::domain::{DepartmentToken, EntityId};
 use crate::errors::ApiError;
-use crate::model::{Entity, ErrorResponse, LinkedCustomerResponse};
-use crate::startup::AppState;
+use crate::errors::{self, Code};
+use crate::model::{self, Entity, ErrorResponse, LinkedCustomerResponse};
+use crate::state::AppState;
 use crate::store::LookupKey;
+use actix_web::body::BoxBody;
 use actix_web::http::header::{self, ContentType};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, Responder, ResponseError, web};
 use std::borrow::Cow;
 
 /// The operation's path, relative to the `/customer` base, as the spec spells it: the one
@@ -40,27 +42,18 @@ pub fn route() -> String {
         ("entityId" = i64, Path, format = Int64, minimum = 1,
             description = "The identifier of the entity within its kind (a positive 64-bit integer)."),
     ),
-    responses(
-        (status = 200, description = "A customer is linked to the entity; here they are, with their vehicles.",
-            body = LinkedCustomerResponse, content_type = "application/json"),
-        (status = 204, description = "The department has no customer linked to that entity. There is no body."),
-        (status = 400, description = "A path parameter is malformed. Each parameter at fault has its own error.",
-            body = ErrorResponse, content_type = "application/json"),
-        (status = 401, description = "Credentials are missing, or do not allow this call.",
-            body = ErrorResponse, content_type = "application/json",
-            headers(("WWW-Authenticate" = String, description = "The authentication scheme to use."))),
-        (status = 500, description = "The server failed. The body carries no internal detail.",
-            body = ErrorResponse, content_type = "application/json"),
-        (status = 503, description = "The server cannot answer now (saturated, database out of reach, or out of time); try again after Retry-After seconds.",
-            body = ErrorResponse, content_type = "application/json",
-            headers(("Retry-After" = i32, description = "Seconds to wait before trying again."))),
-    ),
+    responses(LinkedCustomerAnswer),
     security(("basicAuth" = []))
 )]
 pub async fn get_linked_customer(
     request: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> LinkedCustomerAnswer {
+    answer(&request, &state).await.into()
+}
+
+/// The stored document of the linked customer, if any.
+async fn answer(request: &HttpRequest, state: &AppState) -> Result<Option<String>, ApiError> {
     // Two headers are as unreadable as none: which of them would be the caller's?
     let mut headers = request.headers().get_all(header::AUTHORIZATION);
     let credentials = match (headers.next(), headers.next()) {
@@ -90,13 +83,124 @@ pub async fn get_linked_customer(
     let access = found.as_ref().map(|found| &found.access);
     state.auth.authorize(&credentials, access).await?;
 
-    Ok(match found.and_then(|found| found.document) {
-        Some(document) => HttpResponse::Ok()
-            .content_type(ContentType::json())
-            .body(LinkedCustomerResponse::json_around(&document)),
-        None => HttpResponse::NoContent().finish(),
-    })
+    Ok(found.and_then(|found| found.document))
 }
+
+/// Every answer of getLinkedCustomer, one variant per status the spec lists: the server's
+/// document takes its responses from this type (`responses(LinkedCustomerAnswer)`), and the
+/// handler can only answer with one of them. Made from the handler's result by `From`, so
+/// that each error goes to the variant of its status.
+#[derive(utoipa::IntoResponses)]
+pub enum LinkedCustomerAnswer {
+    #[response(
+        status = 200,
+        description = "A customer is linked to the entity; here they are, with their vehicles.",
+        content_type = "application/json"
+    )]
+    Found(StoredCustomer),
+    #[response(
+        status = 204,
+        description = "The department has no customer linked to that entity. There is no body."
+    )]
+    NotLinked,
+    #[response(
+        status = 400,
+        description = "A path parameter is malformed. Each parameter at fault has its own error.",
+        content_type = "application/json"
+    )]
+    BadRequest(Refusal),
+    #[response(
+        status = 401,
+        description = "Credentials are missing, or do not allow this call.",
+        content_type = "application/json",
+        headers(("WWW-Authenticate" = String, description = "The authentication scheme to use."))
+    )]
+    Unauthorized(Refusal),
+    #[response(
+        status = 500,
+        description = "The server failed. The body carries no internal detail.",
+        content_type = "application/json"
+    )]
+    Failed(Refusal),
+    #[response(
+        status = 503,
+        description = "The server cannot answer now (saturated, database out of reach, or out of time); try again after Retry-After seconds.",
+        content_type = "application/json",
+        headers(("Retry-After" = i32, description = "Seconds to wait before trying again."))
+    )]
+    Unavailable(Refusal),
+}
+
+impl From<Result<Option<String>, ApiError>> for LinkedCustomerAnswer {
+    fn from(result: Result<Option<String>, ApiError>) -> LinkedCustomerAnswer {
+        match result {
+            Ok(Some(document)) => LinkedCustomerAnswer::Found(StoredCustomer(document)),
+            Ok(None) => LinkedCustomerAnswer::NotLinked,
+            Err(err @ ApiError::BadRequest(_)) => LinkedCustomerAnswer::BadRequest(Refusal(err)),
+            Err(err @ (ApiError::MissingCredentials | ApiError::NotAuthorized)) => {
+                LinkedCustomerAnswer::Unauthorized(Refusal(err))
+            }
+            Err(err @ ApiError::Unavailable) => LinkedCustomerAnswer::Unavailable(Refusal(err)),
+            // Not found and wrong method are the router's answers, never this handler's: here
+            // they would be a fault of the server's.
+            Err(
+                err @ (ApiError::Unexpected(_)
+                | ApiError::NotFound
+                | ApiError::MethodNotAllowed { .. }),
+            ) => {
+                let err = match err {
+                    ApiError::Unexpected(_) => err,
+                    other => ApiError::Unexpected(anyhow::anyhow!("getLinkedCustomer: {other}")),
+                };
+                LinkedCustomerAnswer::Failed(Refusal(err))
+            }
+        }
+    }
+}
+
+impl Responder for LinkedCustomerAnswer {
+    type Body = BoxBody;
+
+    fn respond_to(self, _request: &HttpRequest) -> HttpResponse {
+        match self {
+            LinkedCustomerAnswer::Found(StoredCustomer(document)) => HttpResponse::Ok()
+                .content_type(ContentType::json())
+                .body(LinkedCustomerResponse::json_around(&document)),
+            LinkedCustomerAnswer::NotLinked => HttpResponse::NoContent().finish(),
+            LinkedCustomerAnswer::BadRequest(Refusal(err))
+            | LinkedCustomerAnswer::Unauthorized(Refusal(err))
+            | LinkedCustomerAnswer::Failed(Refusal(err))
+            | LinkedCustomerAnswer::Unavailable(Refusal(err)) => err.error_response(),
+        }
+    }
+}
+
+/// A customer's stored document, answered as it was imported: on the wire a
+/// `LinkedCustomerResponse` (the document is spliced into its envelope, not parsed again).
+pub struct StoredCustomer(String);
+
+/// An error answer: the error envelope (`ErrorResponse`) of the error it reports.
+pub struct Refusal(ApiError);
+
+/// `$wire` has the schema of `$schema` in the document: a `$ref` to it, by its name.
+macro_rules! schema_as {
+    ($wire:ty, $schema:ty) => {
+        impl utoipa::PartialSchema for $wire {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                <$schema as utoipa::PartialSchema>::schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $wire {
+            fn name() -> Cow<'static, str> {
+                <$schema as utoipa::ToSchema>::name()
+            }
+        }
+    };
+}
+
+schema_as!(StoredCustomer, LinkedCustomerResponse);
+schema_as!(Refusal, ErrorResponse);
 
 /// The three path parameters as actix-web matched them, decoded the rest of the way and
 /// checked (the fuzz target `path_parameters` runs this).
@@ -108,6 +212,53 @@ pub fn parse_segments(
     LinkedCustomerPath::parse(&decode(department), &decode(entity), &decode(entity_id))
 }
 
+/// The three path parameters of getLinkedCustomer, each checked by its domain type; every
+/// failure is reported, with the error code of its parameter (domain types say what is
+/// wrong, the route says which code that is).
+pub struct LinkedCustomerPath {
+    pub department: DepartmentToken,
+    pub entity: Entity,
+    pub entity_id: EntityId,
+}
+
+impl LinkedCustomerPath {
+    pub fn parse(
+        department: &str,
+        entity: &str,
+        entity_id: &str,
+    ) -> Result<LinkedCustomerPath, Vec<model::Error>> {
+        fn check<T>(
+            result: Result<T, String>,
+            code: Code,
+            errors: &mut Vec<model::Error>,
+        ) -> Option<T> {
+            result
+                .map_err(|msg| errors.push(code.with_message(msg)))
+                .ok()
+        }
+        let mut errors = Vec::new();
+        let department = check(
+            DepartmentToken::parse(department),
+            errors::INVALID_DEPARTMENT_TOKEN,
+            &mut errors,
+        );
+        let entity = check(Entity::parse(entity), errors::INVALID_ENTITY, &mut errors);
+        let entity_id = check(
+            EntityId::parse(entity_id),
+            errors::INVALID_ENTITY_ID,
+            &mut errors,
+        );
+        match (department, entity, entity_id) {
+            (Some(department), Some(entity), Some(entity_id)) => Ok(LinkedCustomerPath {
+                department,
+                entity,
+                entity_id,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
 /// actix-web decodes a path segment except for `%`, `/` and `+`; finish the job so that
 /// validation sees exactly what the client meant.
 fn decode(segment: &str) -> Cow<'_, str> {
@@ -116,6 +267,47 @@ fn decode(segment: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use utoipa::IntoResponses;
+
+    /// Whatever the handler's result, the status sent is one the document lists.
+    #[test]
+    fn every_answer_has_a_status_of_the_document() {
+        let listed = LinkedCustomerAnswer::responses();
+        let request = actix_web::test::TestRequest::default().to_http_request();
+        let results: Vec<Result<Option<String>, ApiError>> = vec![
+            Ok(Some("{}".to_string())),
+            Ok(None),
+            Err(ApiError::BadRequest(Vec::new())),
+            Err(ApiError::MissingCredentials),
+            Err(ApiError::NotAuthorized),
+            Err(ApiError::Unavailable),
+            Err(ApiError::Unexpected(anyhow::anyhow!("a fault"))),
+            Err(ApiError::NotFound),
+            Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        ];
+        for result in results {
+            let shown = format!("{result:?}");
+            let status = LinkedCustomerAnswer::from(result)
+                .respond_to(&request)
+                .status();
+            assert!(
+                listed.contains_key(status.as_str()),
+                "{shown} was answered {status}, which the document does not list"
+            );
+        }
+        assert_eq!(listed.len(), 6);
+    }
+
+    #[test]
+    fn every_bad_parameter_is_reported() {
+        let Err(errors) = LinkedCustomerPath::parse("bad token", "CAR", "0") else {
+            panic!("accepted bad parameters");
+        };
+        let codes: Vec<i32> = errors.iter().map(|e| e.error_code).collect();
+        assert_eq!(codes, vec![1001, 1002, 1003]);
+    }
+
     #[test]
     fn the_route_lets_each_parameter_be_empty() {
         assert_eq!(

@@ -2,7 +2,7 @@
 //! the answers for paths and methods that do not exist.
 
 use crate::errors::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, ResponseError, web};
 
@@ -38,7 +38,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 pub async fn openapi_yaml() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/yaml")
-        .body(crate::startup::OPENAPI_YAML)
+        .body(crate::state::OPENAPI_YAML)
 }
 
 /// The same document as JSON.

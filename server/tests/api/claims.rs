@@ -109,7 +109,7 @@ async fn json_logs_carry_the_request_id() {
         .to_str()
         .expect("ascii")
         .to_string();
-    drop(served);
+    assert!(served.stop().success());
     let text = std::fs::read_to_string(&log_path).expect("read log");
     let lines: Vec<Value> = text
         .lines()

@@ -91,6 +91,19 @@ impl Served {
     }
 }
 
+impl Served {
+    /// Stops the server with SIGTERM, as an operator would, and waits for it: its log is then
+    /// complete (a kill, as on drop, can cut the last lines).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM");
+        self.child.wait().expect("wait")
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -4,7 +4,8 @@
 use linked_customer_server::auth::{SEARCH_SCOPE, hash_password};
 use linked_customer_server::domain::DepartmentToken;
 use linked_customer_server::limits::HttpLimits;
-use linked_customer_server::startup::{self, AppState};
+use linked_customer_server::startup;
+use linked_customer_server::state::AppState;
 use linked_customer_server::store::{self, DatabaseLimits, ImportSummary, Store};
 use serde_json::Value;
 use std::net::TcpListener;

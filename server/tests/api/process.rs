@@ -334,6 +334,7 @@ async fn the_logs_hold_no_secret_and_no_customer_data() {
                 Some(&format!("{changed}\n")),
             );
             get(&served.base, ORDER_1001, "u", changed).await;
+            assert!(served.stop().success());
         }
         let mut server_log = String::new();
         std::fs::File::open(&log_path)

@@ -224,7 +224,11 @@ on_both_databases! {
             let done = done.clone();
             tokio::spawn(async move {
                 let (mut seen, mut after_seen, mut j) = (0u32, false, 0i64);
-                while !done.load(std::sync::atomic::Ordering::Relaxed) || seen < 50 {
+                // Lookups go on for a while after the re-import has returned: those must all
+                // see its state.
+                let mut since_done = 0;
+                while since_done < 20 {
+                    let finished = done.load(std::sync::atomic::Ordering::Relaxed);
                     j = (j + 7919) % N;
                     let path = TestApp::customer_path(DEPARTMENT, "ORDER", &(FIRST_ORDER + j).to_string());
                     let response = client
@@ -240,8 +244,10 @@ on_both_databases! {
                     let after = id == 1_000_000 + (j + N - 1) % N;
                     assert!(before || after, "ORDER {}: a torn customer, id {id}", FIRST_ORDER + j);
                     assert!(!(before && after_seen), "the state before came back after the one after");
+                    assert!(after || !finished, "a lookup after the re-import saw the state before it");
                     after_seen |= after;
                     seen += 1;
+                    since_done += u32::from(finished);
                 }
                 (seen, after_seen)
             })

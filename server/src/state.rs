@@ -1,0 +1,54 @@
+//! What every request can reach: the store, the authenticator, the metrics, the spec and the
+//! limits. It sits below the modules that use it (startup, routes, telemetry, limits), so that
+//! each of them only looks down.
+
+use crate::auth::Authenticator;
+use crate::limits::HttpLimits;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use actix_web::web;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `openapi.yaml`, the contract, built into the binary and served as written.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+/// The same document as JSON, converted once at start-up.
+pub struct Spec {
+    pub json: web::Bytes,
+}
+
+impl Spec {
+    pub fn load() -> anyhow::Result<Spec> {
+        let value: serde_json::Value =
+            serde_saphyr::from_str(OPENAPI_YAML).context("openapi.yaml is not valid YAML")?;
+        Ok(Spec {
+            json: serde_json::to_vec_pretty(&value)?.into(),
+        })
+    }
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub auth: Authenticator,
+    /// Shared with the request middleware, which finds it as `web::Data<Metrics>`.
+    pub metrics: Arc<Metrics>,
+    pub spec: Spec,
+    pub limits: HttpLimits,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
+        let auth = Authenticator::new(auth_cache_ttl)?;
+        let metrics = Metrics::new()?;
+        metrics.register(auth.password_checks())?;
+        Ok(AppState {
+            store,
+            auth,
+            metrics: Arc::new(metrics),
+            spec: Spec::load()?,
+            limits: HttpLimits::default(),
+        })
+    }
+}
