@@ -82,6 +82,11 @@ pub const API_BASE_PATH: &str = "/customer";
 /// The connect and total timeout of a request (progenitor's default).
 const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long an idle connection is kept for the next request: less than the server's
+/// keep-alive (5 s by default), so that the client never sends a request on a connection that
+/// the server is closing at that moment (which fails as a transport error).
+const IDLE: Duration = Duration::from_secs(4);
+
 /// A client of one linked-customer server. Cheap to clone; clones share the connection pool.
 ///
 /// A client that could not be built (see [`Client::new`]) still exists: it keeps the reason,
@@ -184,6 +189,7 @@ fn build(root: &str, headers: HeaderMap) -> Result<generated::Client, String> {
     let http = reqwest::Client::builder()
         .connect_timeout(TIMEOUT)
         .timeout(TIMEOUT)
+        .pool_idle_timeout(IDLE)
         .user_agent(concat!(
             "linked-customer-client/",
             env!("CARGO_PKG_VERSION")

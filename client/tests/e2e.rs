@@ -39,6 +39,7 @@ const BAD_TOKEN_AND_ID: Expected = &[
 ];
 const MISSING: Expected = &[(2001, "MISSING_CREDENTIALS")];
 const REFUSED: Expected = &[(2002, "NOT_AUTHORIZED")];
+const FAILED: Expected = &[(5000, "INTERNAL_ERROR")];
 
 #[tokio::test]
 async fn get_linked_customer_against_the_real_server() -> Result<()> {
@@ -115,6 +116,13 @@ async fn get_linked_customer_against_the_real_server() -> Result<()> {
     }
 
     example_program(&server.root, &expected)?;
+
+    // 500: the schema broken behind the server's back; the client gets the envelope.
+    rusqlite::Connection::open(server.dir.join("e2e.db"))?.execute_batch("DROP TABLE links")?;
+    let answer = granted
+        .get_linked_customer(DEPARTMENT, Entity::Order, 1001)
+        .await;
+    assert_api_error(answer, 500, FAILED, "a broken database");
     Ok(())
 }
 
