@@ -1,5 +1,5 @@
 use crate::helpers::{
-    BACKENDS, Backend, DEPARTMENT, OTHER_DEPARTMENT, PASSWORD, USER, error_codes, spawn_app,
+    Backend, DEPARTMENT, OTHER_DEPARTMENT, PASSWORD, USER, error_codes, spawn_app,
 };
 use linked_customer_server::auth::hash_password;
 
@@ -44,9 +44,8 @@ async fn missing_or_unreadable_credentials_are_401_missing_credentials() {
     }
 }
 
-#[tokio::test]
-async fn every_refusal_looks_the_same() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn every_refusal_looks_the_same(backend: Backend) {
         let app = spawn_app(backend).await;
         app.add_subscriber("no-scope", "pw", &[DEPARTMENT], "customer.write")
             .await;
@@ -67,9 +66,8 @@ async fn every_refusal_looks_the_same() {
     }
 }
 
-#[tokio::test]
-async fn a_changed_password_or_removed_subscriber_stops_working_at_once() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn a_changed_password_or_removed_subscriber_stops_working_at_once(backend: Backend) {
         let app = spawn_app(backend).await;
         // The first request verifies the password and caches the result; the second uses it.
         for _ in 0..2 {
@@ -151,12 +149,11 @@ async fn a_verified_credential_costs_no_second_password_check() {
     );
 }
 
-/// Every refusal costs one password check, every time: a right password without the grant or
-/// the scope, and a cached right password on a department it has no grant for, cost what a
-/// wrong password and an unknown user cost, so neither timing nor `/metrics` tells them apart.
-#[tokio::test]
-async fn every_refusal_costs_one_password_check_every_time() {
-    for backend in BACKENDS {
+on_both_databases! {
+    /// Every refusal costs one password check, every time: a right password without the grant or
+    /// the scope, and a cached right password on a department it has no grant for, cost what a
+    /// wrong password and an unknown user cost, so neither timing nor `/metrics` tells them apart.
+    async fn every_refusal_costs_one_password_check_every_time(backend: Backend) {
         let app = spawn_app(backend).await;
         app.add_subscriber("no-scope", "pw", &[DEPARTMENT], "customer.write")
             .await;

@@ -95,12 +95,11 @@ async fn json_logs_carry_the_request_id() {
     let dir = tempfile::tempdir().expect("dir");
     let url = sqlite_url(&dir);
     let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).expect("log");
     let served = Served::start_with(
         &url,
         &["--no-demo"],
         &[("LINKED_CUSTOMER_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
-        Stdio::from(log),
+        Some(&log_path),
     );
     let response = reqwest::get(format!("{}/healthz", served.base))
         .await

@@ -1,6 +1,6 @@
 //! The command-line interface, run as the real binary.
 
-use crate::helpers::{BACKENDS, FIXTURE, TestDb};
+use crate::helpers::{FIXTURE, TestDb};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -36,26 +36,48 @@ pub fn ok(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// `serve` as a child process, killed when dropped.
+/// `serve` as a child process, killed when dropped. Its stdout is read to the end (a line
+/// after `listening on` must not meet a closed pipe), its log goes to a file, and both are
+/// shown when the test fails.
 pub struct Served {
     pub child: Child,
     pub base: String,
     pub banner: String,
+    /// Every stdout line so far.
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    log: std::path::PathBuf,
+    /// The log file is ours to remove (the caller did not ask for one).
+    own_log: bool,
 }
+
+/// How long the server may take to say `listening on`.
+const START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Served {
     pub fn start(database_url: &str, extra: &[&str]) -> Served {
-        Served::start_with(database_url, extra, &[], Stdio::null())
+        Served::start_with(database_url, extra, &[], None)
     }
 
-    /// [`Served::start`] with these environment variables and the server's log (stderr) going
-    /// to `stderr`.
+    /// [`Served::start`] with these environment variables, and the server's log (stderr) in
+    /// `log` when given (kept), else in a file of its own (removed).
     pub fn start_with(
         database_url: &str,
         extra: &[&str],
         env: &[(&str, &str)],
-        stderr: Stdio,
+        log: Option<&std::path::Path>,
     ) -> Served {
+        use std::sync::{Arc, Mutex, mpsc};
+        let (log, own_log) = match log {
+            Some(path) => (path.to_path_buf(), false),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let name = format!("served-{}-{nanos}.log", std::process::id());
+                (std::env::temp_dir().join(name), true)
+            }
+        };
+        let stderr = std::fs::File::create(&log).expect("the server's log file");
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -71,23 +93,35 @@ impl Served {
             .spawn()
             .expect("start serve");
         let stdout = child.stdout.take().expect("stdout");
-        let mut banner = String::new();
-        let mut base = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("stdout line");
-            banner.push_str(&line);
-            banner.push('\n');
-            if let Some(address) = line.strip_prefix("listening on ") {
-                base = Some(address.to_string());
-                break;
-            }
+        let lines = Arc::new(Mutex::new(String::new()));
+        let (found, listening) = mpsc::channel();
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(address) = line.strip_prefix("listening on ") {
+                        let _ = found.send(address.to_string());
+                    }
+                    let mut all = lines.lock().unwrap_or_else(|e| e.into_inner());
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
         }
-        let base = base.unwrap_or_else(|| panic!("server did not start:\n{banner}"));
-        Served {
+        let base = listening.recv_timeout(START_DEADLINE);
+        let banner = lines.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let served = Served {
             child,
-            base,
+            base: base.clone().unwrap_or_default(),
             banner,
+            stdout: lines,
+            log,
+            own_log,
+        };
+        if base.is_err() {
+            panic!("the server did not say `listening on` within {START_DEADLINE:?}");
         }
+        served
     }
 }
 
@@ -108,6 +142,17 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let stdout = self.stdout.lock().unwrap_or_else(|e| e.into_inner());
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!(
+                "the server's stdout:\n{stdout}\nits log ({}):\n{log}",
+                self.log.display()
+            );
+        }
+        if self.own_log {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -140,9 +185,8 @@ pub fn add_reader(database_url: &str) {
 
 pub const ORDER_1001: &str = "/customer/v2/department/dept-north/entity/ORDER/1001/customer";
 
-#[tokio::test]
-async fn import_is_all_or_nothing_and_names_the_bad_line() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn import_is_all_or_nothing_and_names_the_bad_line(backend: Backend) {
         let db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().expect("dir");
         let bad_line = FIXTURE

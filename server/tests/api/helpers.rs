@@ -18,13 +18,12 @@ pub enum Backend {
     Postgres,
 }
 
-pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
-
 /// One test per database, so that a failure names its database and hides neither:
 /// `on_both_databases! { async fn name(backend: Backend) { ... } }` makes `name::sqlite` and
 /// `name::postgres`.
 macro_rules! on_both_databases {
-    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
+    ($($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
+        $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;

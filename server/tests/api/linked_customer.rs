@@ -1,11 +1,10 @@
 use crate::helpers::{
-    BACKENDS, DEPARTMENT, OTHER_DEPARTMENT, TestApp, error_codes, expected_answer, spawn_app,
+    DEPARTMENT, OTHER_DEPARTMENT, TestApp, error_codes, expected_answer, spawn_app,
 };
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn linked_customer_is_returned_with_every_field_as_imported() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn linked_customer_is_returned_with_every_field_as_imported(backend: Backend) {
         let app = spawn_app(backend).await;
         let response = app.get_customer(DEPARTMENT, "ORDER", "1001").await;
         assert_eq!(response.status(), 200, "{backend:?}");
@@ -19,9 +18,8 @@ async fn linked_customer_is_returned_with_every_field_as_imported() {
     }
 }
 
-#[tokio::test]
-async fn absent_optional_fields_are_omitted_and_arrays_kept() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn absent_optional_fields_are_omitted_and_arrays_kept(backend: Backend) {
         let app = spawn_app(backend).await;
         let response = app.get_customer(DEPARTMENT, "THREAD", "42").await;
         assert_eq!(response.status(), 200, "{backend:?}");
@@ -37,9 +35,8 @@ async fn absent_optional_fields_are_omitted_and_arrays_kept() {
     }
 }
 
-#[tokio::test]
-async fn largest_entity_id_is_accepted() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn largest_entity_id_is_accepted(backend: Backend) {
         let app = spawn_app(backend).await;
         let response = app
             .get_customer(DEPARTMENT, "PAYMENT", "9223372036854775807")
@@ -48,9 +45,8 @@ async fn largest_entity_id_is_accepted() {
     }
 }
 
-#[tokio::test]
-async fn no_linked_customer_is_204_without_a_body() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn no_linked_customer_is_204_without_a_body(backend: Backend) {
         let app = spawn_app(backend).await;
         for (entity, id) in [("ORDER", "1002"), ("APPOINTMENT", "1001"), ("THREAD", "1")] {
             let response = app.get_customer(DEPARTMENT, entity, id).await;
@@ -61,9 +57,8 @@ async fn no_linked_customer_is_204_without_a_body() {
     }
 }
 
-#[tokio::test]
-async fn departments_do_not_see_each_others_links() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn departments_do_not_see_each_others_links(backend: Backend) {
         let app = spawn_app(backend).await;
         app.add_subscriber(
             "both",
@@ -130,9 +125,8 @@ async fn path_segments_are_percent_decoded_before_validation() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test]
-async fn a_database_failure_is_a_500_that_reveals_nothing() {
-    for backend in BACKENDS {
+on_both_databases! {
+    async fn a_database_failure_is_a_500_that_reveals_nothing(backend: Backend) {
         let app = spawn_app(backend).await;
         // Break the schema behind the server's back: the lookup now fails inside the database.
         app.db.execute("DROP TABLE links").await;

@@ -2,7 +2,7 @@
 //! half-way, subscriber commands during an import, and what its logs say.
 
 use crate::cli::{ADD_U, ORDER_1001, Served, add_reader, get, ok, server};
-use crate::helpers::{BACKENDS, Backend, FIXTURE, TestDb, fixture_line};
+use crate::helpers::{Backend, FIXTURE, TestDb, fixture_line};
 use base64::Engine;
 use sqlx::Connection;
 use std::io::{BufRead, BufReader, Read};
@@ -160,11 +160,10 @@ async fn answers(base: &str) -> Vec<(u16, String)> {
     all
 }
 
-/// `kill -9` in the middle of an import, then subscriber commands while another import runs:
-/// the killed import leaves the database answering exactly as before.
-#[tokio::test]
-async fn an_import_killed_half_way_leaves_nothing_behind() {
-    for backend in BACKENDS {
+on_both_databases! {
+    /// `kill -9` in the middle of an import, then subscriber commands while another import runs:
+    /// the killed import leaves the database answering exactly as before.
+    async fn an_import_killed_half_way_leaves_nothing_behind(backend: Backend) {
         let db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().expect("dir");
         let fixture = dir.path().join("fixture.jsonl");
@@ -192,11 +191,10 @@ async fn an_import_killed_half_way_leaves_nothing_behind() {
     }
 }
 
-/// `subscriber remove` and `passwd` while an import runs: each finishes or says why not,
-/// within the lock timeout and a little more; the import is not disturbed.
-#[tokio::test]
-async fn subscriber_commands_during_an_import_answer_promptly() {
-    for backend in BACKENDS {
+on_both_databases! {
+    /// `subscriber remove` and `passwd` while an import runs: each finishes or says why not,
+    /// within the lock timeout and a little more; the import is not disturbed.
+    async fn subscriber_commands_during_an_import_answer_promptly(backend: Backend) {
         let db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().expect("dir");
         add_reader(&db.url);
@@ -291,13 +289,12 @@ async fn the_logs_hold_no_secret_and_no_customer_data() {
         assert!(!refused.status.success(), "the bad import was refused");
         run(&ADD_U, Some(&format!("{password}\n")));
 
-        let log_file = std::fs::File::create(&log_path).expect("log file");
         {
             let served = Served::start_with(
                 &db.url,
                 &["--no-demo"],
                 &[("RUST_LOG", level), ("LINKED_CUSTOMER_LOG_FORMAT", format)],
-                Stdio::from(log_file),
+                Some(&log_path),
             );
             for (user, pass) in [
                 ("u", password),
