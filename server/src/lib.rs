@@ -15,3 +15,5 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;

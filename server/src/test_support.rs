@@ -1,0 +1,210 @@
+//! What the tests of this workspace start the server with (feature `test-support`): a
+//! throwaway database (a SQLite file in a temporary folder, or a PostgreSQL database created on
+//! the server of `TEST_POSTGRES_URL` and dropped afterwards) and the real server on port 0 of
+//! loopback, in-process, with the real store. The server's own tests and the client's
+//! end-to-end tests both start it here.
+
+use crate::auth::hash_password;
+use crate::domain::DepartmentToken;
+use crate::limits::HttpLimits;
+use crate::startup;
+use crate::state::AppState;
+use crate::store::{self, DatabaseLimits, ImportSummary, Store};
+use sqlx::Connection;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test: a file in a temporary folder, or a PostgreSQL database created on
+/// the server named by `TEST_POSTGRES_URL` and dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary folder");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("TEST_POSTGRES_URL").expect(
+                    "TEST_POSTGRES_URL is not set: run the tests with `cargo xtask test` (or \
+                     `cargo xtask ci`), which starts PostgreSQL, or set it to \
+                     postgres://USER:PASSWORD@HOST:PORT/postgres for a role that may create databases",
+                );
+                let name = format!("lc_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to TEST_POSTGRES_URL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the test database");
+                let url = match admin.rsplit_once('/') {
+                    Some((server, _)) => format!("{server}/{name}"),
+                    None => panic!("TEST_POSTGRES_URL has no database part"),
+                };
+                TestDb {
+                    url,
+                    _dir: None,
+                    postgres: Some((admin, name)),
+                }
+            }
+        }
+    }
+}
+
+impl TestDb {
+    /// PostgreSQL only: refuse new connections to this database and end the open ones, as if
+    /// the database server had gone away.
+    pub async fn make_unreachable(&self) {
+        let (admin, name) = self.postgres.as_ref().expect("a PostgreSQL test database");
+        let mut conn = sqlx::postgres::PgConnection::connect(admin)
+            .await
+            .expect("connect as admin");
+        for statement in [
+            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .expect("statement");
+        }
+    }
+}
+
+impl TestDb {
+    pub fn backend(&self) -> Backend {
+        if self.postgres.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// Runs SQL (one or more statements) on this database behind the server's back.
+    pub async fn execute_script(&self, script: &str) {
+        let script = sqlx::AssertSqlSafe(script.to_string());
+        if self.postgres.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            sqlx::raw_sql(script)
+                .execute(&mut conn)
+                .await
+                .expect("script");
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            sqlx::raw_sql(script)
+                .execute(&mut conn)
+                .await
+                .expect("script");
+        }
+    }
+
+    /// Runs one statement on this database behind the server's back.
+    pub async fn execute(&self, statement: &'static str) {
+        self.execute_script(statement).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The server on a free loopback port, on `db`.
+pub struct Spawned {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    pub store: Arc<dyn Store>,
+    pub db: TestDb,
+}
+
+/// Starts the server on `db` (migrated on the way) with these limits; it runs on the current
+/// tokio runtime until the test ends.
+pub async fn spawn(db: TestDb, database: DatabaseLimits, http: HttpLimits) -> Spawned {
+    let opened = store::open_with(&db.url, database)
+        .await
+        .expect("open the test database");
+    let mut state = AppState::new(opened.store.clone(), Duration::from_secs(60)).expect("state");
+    state.limits = http;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a random port");
+    let port = listener.local_addr().expect("local address").port();
+    let server = startup::run(listener, state).expect("server starts");
+    tokio::spawn(server);
+    Spawned {
+        address: format!("http://127.0.0.1:{port}"),
+        store: opened.store,
+        db,
+    }
+}
+
+/// Imports JSON lines through the store, as `import` does.
+pub async fn import(store: &dyn Store, text: &str) -> anyhow::Result<ImportSummary> {
+    let records = crate::import::records(std::io::Cursor::new(text.to_string()));
+    store.import(Box::new(records)).await
+}
+
+/// Adds a subscriber with `scope` on each of `departments`.
+pub async fn add_subscriber(
+    store: &dyn Store,
+    username: &str,
+    password: &str,
+    departments: &[&str],
+    scope: &str,
+) {
+    let departments: Vec<DepartmentToken> = departments
+        .iter()
+        .map(|d| DepartmentToken::parse(d).expect("valid token"))
+        .collect();
+    store
+        .add_subscriber(
+            username,
+            &hash_password(password).expect("hash"),
+            &departments,
+            &[scope.to_string()],
+        )
+        .await
+        .expect("add subscriber");
+}
