@@ -1,14 +1,16 @@
-//! End to end: the real `linked-customer-server`, built from this workspace and started on a
-//! fresh SQLite database with `tests/fixtures/customers.jsonl` imported through its `import`
-//! command, called through this crate and through the `get` example program.
+//! End to end: the real server of this workspace, started in-process on a free port (the
+//! server crate's `test_support`) on a fresh SQLite database with
+//! `tests/fixtures/customers.jsonl` imported, called through this crate and through the `get`
+//! example program.
 
 use anyhow::{Context, Result, bail, ensure};
 use linked_customer_client::{Client, Customer, CustomerWithVehicles, Entity, Error, Vehicle};
+use linked_customer_server::limits::HttpLimits;
+use linked_customer_server::store::DatabaseLimits;
+use linked_customer_server::test_support::{self, Backend, Spawned, TestDb};
 use serde::Deserialize;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -118,7 +120,7 @@ async fn get_linked_customer_against_the_real_server() -> Result<()> {
     example_program(&server.root, &expected)?;
 
     // 500: the schema broken behind the server's back; the client gets the envelope.
-    rusqlite::Connection::open(server.dir.join("e2e.db"))?.execute_batch("DROP TABLE links")?;
+    server.spawned.db.execute("DROP TABLE links").await;
     let answer = granted
         .get_linked_customer(DEPARTMENT, Entity::Order, 1001)
         .await;
@@ -291,111 +293,40 @@ fn the_fixture_fills_every_field_of_the_spec() -> Result<()> {
     Ok(())
 }
 
-/// The server under test, killed when dropped. Its log is kept when the test fails.
+/// The server under test: the real server, in-process on a free port through the server
+/// crate's `test_support`, on a fresh SQLite database with the fixture imported and the three
+/// subscribers added through its store.
 struct Server {
     root: String,
-    child: Child,
-    dir: PathBuf,
+    spawned: Spawned,
 }
 
 impl Server {
     async fn start() -> Result<Self> {
-        let binary = build(
-            &["--package", "linked-customer-server"],
-            "bin",
-            "linked-customer-server",
-        )?;
-        let dir = fresh_dir()?;
-        let database_url = format!("sqlite://{}", dir.join("e2e.db").display());
-        let database = ["--database-url", database_url.as_str()];
-
-        let mut import = Command::new(&binary);
-        import.arg("import").args(database).arg(FIXTURE);
-        checked(import, None)?;
+        let db = TestDb::new(Backend::Sqlite).await;
+        let spawned =
+            test_support::spawn(db, DatabaseLimits::default(), HttpLimits::default()).await;
+        test_support::import(spawned.store.as_ref(), &std::fs::read_to_string(FIXTURE)?).await?;
         let subscribers = [
             (GRANTED, DEPARTMENT, SCOPE),
             (OTHER_ONLY, OTHER_DEPARTMENT, SCOPE),
             (WRONG_SCOPE, DEPARTMENT, "customer.read"),
         ];
         for ((username, password), department, scope) in subscribers {
-            let mut add = Command::new(&binary);
-            add.args(["subscriber", "add"]).args(database).args([
-                "--username",
+            test_support::add_subscriber(
+                spawned.store.as_ref(),
                 username,
-                "--password-stdin",
-                "--department",
-                department,
-                "--scope",
+                password,
+                &[department],
                 scope,
-            ]);
-            checked(add, Some(&format!("{password}\n")))?;
+            )
+            .await;
         }
-
-        let log = std::fs::File::create(dir.join("server.log"))?;
-        let mut child = Command::new(&binary)
-            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
-            .args(database)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stdout = child.stdout.take().context("the server's stdout")?;
-        let mut server = Server {
-            root: String::new(),
-            child,
-            dir,
-        };
-        server.root = listening_on(stdout, Duration::from_secs(60))
-            .with_context(|| format!("the server did not start; see {}", server.dir.display()))?;
-        server.wait_until_healthy(Duration::from_secs(30)).await?;
-        Ok(server)
+        Ok(Server {
+            root: spawned.address.clone(),
+            spawned,
+        })
     }
-
-    async fn wait_until_healthy(&self, within: Duration) -> Result<()> {
-        let url = format!("{}/healthz", self.root);
-        let started = Instant::now();
-        loop {
-            match reqwest::get(&url).await {
-                Ok(response) if response.status() == reqwest::StatusCode::OK => return Ok(()),
-                answer if started.elapsed() > within => {
-                    bail!("{url} did not answer 200 within {within:?}: {answer:?}")
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("server files and log kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Reads the server's stdout until it says where it listens, then keeps draining it (so that
-/// the server never blocks on a full pipe) on a thread of its own.
-fn listening_on(stdout: std::process::ChildStdout, within: Duration) -> Result<String> {
-    let (found, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut found = Some(found);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(root) = line.strip_prefix("listening on ")
-                && let Some(found) = found.take()
-            {
-                let _ = found.send(root.trim().to_string());
-            }
-        }
-    });
-    receive
-        .recv_timeout(within)
-        .context("no `listening on http://...` line on the server's stdout")
 }
 
 /// Builds a target of this workspace and returns its executable. `cargo test` does not build
@@ -427,36 +358,6 @@ fn build(args: &[&str], kind: &str, name: &str) -> Result<PathBuf> {
         })
         .find_map(|message| message["executable"].as_str().map(PathBuf::from))
         .with_context(|| format!("cargo build {} produced no {kind} `{name}`", args.join(" ")))
-}
-
-/// Runs a command of the server (import, subscriber add) to completion, feeding it `stdin`.
-fn checked(mut command: Command, stdin: Option<&str>) -> Result<()> {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().with_context(|| format!("{command:?}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())?;
-    }
-    let output = child.wait_with_output()?;
-    ensure!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
-/// A new directory for this run's database and log, below cargo's scratch directory for tests.
-fn fresh_dir() -> Result<PathBuf> {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// An address nothing listens on: a port the system just handed out and that was let go.
