@@ -102,23 +102,10 @@ impl TestDb {
 
     /// Runs SQL (one or more statements) on this database behind the server's back.
     pub async fn execute_script(&self, script: &str) {
-        let script = sqlx::AssertSqlSafe(script.to_string());
         if self.postgres.is_some() {
-            let mut conn = sqlx::PgConnection::connect(&self.url)
-                .await
-                .expect("connect");
-            sqlx::raw_sql(script)
-                .execute(&mut conn)
-                .await
-                .expect("script");
+            run_script::<sqlx::PgConnection>(&self.url, script).await
         } else {
-            let mut conn = sqlx::SqliteConnection::connect(&self.url)
-                .await
-                .expect("connect");
-            sqlx::raw_sql(script)
-                .execute(&mut conn)
-                .await
-                .expect("script");
+            run_script::<sqlx::SqliteConnection>(&self.url, script).await
         }
     }
 
@@ -151,6 +138,19 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// Runs `script` on a new connection of type `C` to `url`.
+async fn run_script<C>(url: &str, script: &str)
+where
+    C: Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    let mut conn = C::connect(url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_string()))
+        .execute(&mut conn)
+        .await
+        .expect("script");
 }
 
 /// The server on a free loopback port, on `db`.

@@ -455,7 +455,7 @@ fn wrk_program() -> Result<PathBuf> {
 }
 
 /// GNU time, for the peak memory of the import (`%M`, in KiB).
-fn time_program() -> Result<PathBuf> {
+pub(crate) fn time_program() -> Result<PathBuf> {
     let path = PathBuf::from("/usr/bin/time");
     if !path.exists() {
         crate::util::apt_install(
@@ -593,7 +593,7 @@ fn measure(
 }
 
 /// Runs the server's `import` under GNU time: (wall seconds, peak RSS in KiB).
-fn import(
+pub(crate) fn import(
     binary: &Path,
     time: &Path,
     url: &str,
@@ -745,29 +745,32 @@ impl Server {
 
     /// The server's peak resident memory so far (`VmHWM`), in KiB.
     pub(crate) fn peak_kib(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .context("reading the server's /proc status (is this Linux?)")?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in the server's /proc status")
+        status_kib(self.child.id(), "VmHWM")
+            .context("no VmHWM in the server's /proc status (is this Linux?)")
     }
+
+    /// The server's resident memory now (`VmRSS`), in KiB.
+    pub(crate) fn rss_kib(&self) -> Result<u64> {
+        status_kib(self.child.id(), "VmRSS")
+            .context("no VmRSS in the server's /proc status (is this Linux?)")
+    }
+}
+
+/// A `NAME:   N kB` line of `/proc/PID/status`; `None` when the process or the line is gone.
+fn status_kib(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Keeps the largest `RssAnon` of process `pid` in `peak` until the process is gone.
 fn sample_anon_peak(pid: u32, peak: Arc<AtomicU64>) {
     std::thread::spawn(move || {
-        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            let anon = status
-                .lines()
-                .find_map(|line| line.strip_prefix("RssAnon:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok());
-            match anon {
-                Some(kib) => peak.fetch_max(kib, Ordering::Relaxed),
-                // A zombie has no memory lines: the server has stopped.
-                None => break,
-            };
+        // A zombie has no memory lines: the loop ends when the server has stopped.
+        while let Some(kib) = status_kib(pid, "RssAnon") {
+            peak.fetch_max(kib, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(100));
         }
     });

@@ -17,7 +17,7 @@ use crate::util::{banner, capture, rel};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,7 +49,14 @@ pub fn run(debug_build: bool) -> Result<()> {
     let cluster = Cluster::create()?;
     cluster.start()?;
     let url = cluster.url();
-    import(&binary, &url, &data)?;
+    bench::import(
+        &binary,
+        &bench::time_program()?,
+        &url,
+        &data,
+        CUSTOMERS,
+        &work,
+    )?;
     let password = format!("pw-{}", crate::util::random_hex(12)?);
     bench::add_subscriber(&binary, &url, USER, &password, bench::DEPARTMENTS)?;
     bench::add_subscriber(&binary, &url, PARTIAL, &password, 1)?;
@@ -369,7 +376,7 @@ fn abuse(server: &Server, password: &str, release: bool) -> Result<Vec<String>> 
     let refused = statuses.iter().filter(|&&s| s == 401).count();
     let busy = statuses.iter().filter(|&&s| s == 503).count();
     let other = statuses.len() - refused - busy;
-    let rss_after_burst = current_rss_kib(server)?;
+    let rss_after_burst = server.rss_kib()?;
     report.push(format!(
         "- ungranted burst: 64 connections of `{PARTIAL}` on a department it is not granted for {} s: {} answers, {refused} `401`, {busy} `503` (checks saturated), {other} other; RSS afterwards {}",
         burst_for.as_secs(),
@@ -461,34 +468,12 @@ fn password_checks(server: &Server) -> Result<u64> {
         .context("no password_checks_total in /metrics")
 }
 
-fn current_rss_kib(server: &Server) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in the server's /proc status")
-}
-
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", bench::base64(&format!("{user}:{password}")))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Set-up
-
-fn import(binary: &Path, url: &str, data: &Path) -> Result<()> {
-    let mut import = Command::new(binary);
-    import.arg("import").arg(data).env("DATABASE_URL", url);
-    let output = capture(import)?;
-    if !output.status.success() {
-        bail!(
-            "the import failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
 
 /// A PostgreSQL cluster in a temporary folder, on a free loopback port, with `trust`
 /// authentication on loopback only; stopped and removed when dropped.

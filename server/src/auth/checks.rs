@@ -1,8 +1,8 @@
 //! argon2 password checks on a few threads of their own: one per core, so that at most that many
 //! hashes run at any time, however many requests arrive, go away or time out. The bound holds
 //! until a hash has finished (the thread is busy), not until the request that asked has gone,
-//! and so does the memory: each thread's argon2 blocks (19 MiB at the default cost) are reused
-//! by that thread alone, instead of one set per blocking thread of the async runtime.
+//! and so does the memory: at most one set of argon2 blocks (19 MiB at the default cost) per
+//! thread at a time, which the allocator hands back after each check (`main.rs`).
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,7 @@
 
 use crate::auth::{SEARCH_SCOPE, parse_basic};
 use crate::domain::{DepartmentToken, EntityId};
-use crate::errors::ApiError;
-use crate::errors::{self, Code};
+use crate::errors::{self, ApiError, Code};
 use crate::model::{self, Entity, ErrorResponse, LinkedCustomerResponse};
 use crate::state::AppState;
 use crate::store::LookupKey;
@@ -143,16 +142,10 @@ impl From<Result<Option<String>, ApiError>> for LinkedCustomerAnswer {
             Err(err @ ApiError::Unavailable) => LinkedCustomerAnswer::Unavailable(Refusal(err)),
             // Not found and wrong method are the router's answers, never this handler's: here
             // they would be a fault of the server's.
-            Err(
-                err @ (ApiError::Unexpected(_)
-                | ApiError::NotFound
-                | ApiError::MethodNotAllowed { .. }),
-            ) => {
-                let err = match err {
-                    ApiError::Unexpected(_) => err,
-                    other => ApiError::Unexpected(anyhow::anyhow!("getLinkedCustomer: {other}")),
-                };
-                LinkedCustomerAnswer::Failed(Refusal(err))
+            Err(err @ ApiError::Unexpected(_)) => LinkedCustomerAnswer::Failed(Refusal(err)),
+            Err(other @ (ApiError::NotFound | ApiError::MethodNotAllowed { .. })) => {
+                let err = anyhow::anyhow!("getLinkedCustomer answered {other}");
+                LinkedCustomerAnswer::Failed(Refusal(ApiError::Unexpected(err)))
             }
         }
     }

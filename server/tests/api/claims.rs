@@ -1,7 +1,7 @@
 //! What the README promises about settings, logs, signals and the command line, each held by
 //! a test against the real binary.
 
-use crate::cli::{ADD_U, ORDER_1001, Served, add_reader, assert_no_demo, get, ok, server};
+use crate::cli::{ADD_U, ORDER_1001, Served, add_reader, assert_no_demo, get, ok, server, signal};
 use crate::helpers::{Backend, FIXTURE, TestDb};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -125,11 +125,7 @@ async fn json_logs_carry_the_request_id() {
 fn sigint_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().expect("dir");
     let mut served = Served::start(&sqlite_url(&dir), &["--no-demo"]);
-    let status = Command::new("kill")
-        .args(["-INT", &served.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    signal(&served.child, "INT");
     let exit = served.child.wait().expect("wait");
     assert!(exit.success(), "{exit:?}");
 }

@@ -129,11 +129,7 @@ impl Served {
     /// Stops the server with SIGTERM, as an operator would, and waits for it: its log is then
     /// complete (a kill, as on drop, can cut the last lines).
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -TERM");
+        signal(&self.child, "TERM");
         self.child.wait().expect("wait")
     }
 }
@@ -154,6 +150,15 @@ impl Drop for Served {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// Sends signal `name` (`TERM`, `INT`, `KILL`) to `child`.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name}");
 }
 
 pub async fn get(base: &str, path: &str, user: &str, password: &str) -> reqwest::Response {
@@ -449,14 +454,8 @@ pub async fn assert_no_demo(served: &Served) {
 async fn sigterm_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let mut served = Served::start(&url, &["--no-demo"]);
-    let pid = served.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = served.child.wait().expect("wait");
+    let served = Served::start(&url, &["--no-demo"]);
+    let exit = served.stop();
     assert!(exit.success(), "{exit:?}");
 }
 

@@ -1,7 +1,7 @@
 //! The server as a process, run as the real binary: shutdown under load, an import killed
 //! half-way, subscriber commands during an import, and what its logs say.
 
-use crate::cli::{ADD_U, ORDER_1001, Served, add_reader, get, ok, server};
+use crate::cli::{ADD_U, ORDER_1001, Served, add_reader, get, ok, server, signal};
 use crate::helpers::{Backend, FIXTURE, TestDb, fixture_line};
 use base64::Engine;
 use sqlx::Connection;
@@ -9,14 +9,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{name}");
-}
 
 /// Waits up to `limit` for `child` to exit.
 fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
