@@ -22,11 +22,12 @@ pub enum Backend {
 }
 
 /// A database for one test: a file in a temporary folder, or a PostgreSQL database created on
-/// the server named by `TEST_POSTGRES_URL` and dropped when the test ends.
+/// the server named by `TEST_POSTGRES_URL` and dropped when the test ends (`pg_throwaway`, the
+/// helper xtask makes its databases with too).
 pub struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
-    postgres: Option<(String, String)>,
+    postgres: Option<pg_throwaway::Throwaway>,
 }
 
 impl TestDb {
@@ -47,47 +48,25 @@ impl TestDb {
                      `cargo xtask ci`), which starts PostgreSQL, or set it to \
                      postgres://USER:PASSWORD@HOST:PORT/postgres for a role that may create databases",
                 );
-                let name = format!("lc_test_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::postgres::PgConnection::connect(&admin)
-                    .await
-                    .expect("connect to TEST_POSTGRES_URL");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create the test database");
-                let url = match admin.rsplit_once('/') {
-                    Some((server, _)) => format!("{server}/{name}"),
-                    None => panic!("TEST_POSTGRES_URL has no database part"),
-                };
+                let database = pg_throwaway::Throwaway::create(&admin, "lc_test")
+                    .unwrap_or_else(|e| panic!("a test database on TEST_POSTGRES_URL: {e:#}"));
                 TestDb {
-                    url,
+                    url: database.url().to_string(),
                     _dir: None,
-                    postgres: Some((admin, name)),
+                    postgres: Some(database),
                 }
             }
         }
     }
-}
 
-impl TestDb {
     /// PostgreSQL only: refuse new connections to this database and end the open ones, as if
     /// the database server had gone away.
     pub async fn make_unreachable(&self) {
-        let (admin, name) = self.postgres.as_ref().expect("a PostgreSQL test database");
-        let mut conn = sqlx::postgres::PgConnection::connect(admin)
-            .await
-            .expect("connect as admin");
-        for statement in [
-            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
-            format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-            ),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut conn)
-                .await
-                .expect("statement");
-        }
+        self.postgres
+            .as_ref()
+            .expect("a PostgreSQL test database")
+            .make_unreachable()
+            .expect("make the test database unreachable");
     }
 }
 
@@ -112,31 +91,6 @@ impl TestDb {
     /// Runs one statement on this database behind the server's back.
     pub async fn execute(&self, statement: &'static str) {
         self.execute_script(statement).await
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime: use a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
     }
 }
 

@@ -10,7 +10,7 @@
 //! `--smoke` is the same on a small data set for a few seconds, and fails on any error: CI runs
 //! it so that this command keeps working.
 
-use crate::server::{psql, split_password};
+use crate::server::split_password;
 use crate::util::{
     banner, capture, capture_with_input, cargo, random_hex, rel, root, run as run_cmd,
 };
@@ -485,7 +485,7 @@ fn pgbench_program() -> Result<PathBuf> {
 /// A database made for this run, dropped (PostgreSQL) when this goes out of scope.
 struct FreshDatabase {
     url: String,
-    dropped: Option<(String, String)>,
+    _postgres: Option<pg_throwaway::Throwaway>,
 }
 
 impl FreshDatabase {
@@ -502,32 +502,17 @@ impl FreshDatabase {
                 }
                 Ok(FreshDatabase {
                     url: format!("sqlite://{}", path.display()),
-                    dropped: None,
+                    _postgres: None,
                 })
             }
             Database::Postgres => {
-                let admin_url = crate::postgres::admin_url()?;
-                let name = format!("lc_bench_{}", random_hex(6)?);
-                psql(&admin_url, &format!("CREATE DATABASE {name}"))?;
-                let (server, _) = admin_url
-                    .rsplit_once('/')
-                    .context("the PostgreSQL admin URL has no database part")?;
+                let postgres =
+                    pg_throwaway::Throwaway::create(&crate::postgres::admin_url()?, "lc_bench")?;
                 Ok(FreshDatabase {
-                    url: format!("{server}/{name}"),
-                    dropped: Some((admin_url.clone(), name)),
+                    url: postgres.url().to_string(),
+                    _postgres: Some(postgres),
                 })
             }
-        }
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.dropped.take() {
-            let _ = psql(
-                &admin_url,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            );
         }
     }
 }
@@ -1117,23 +1102,9 @@ fn parse_pgbench(stdout: &str) -> Result<f64> {
 
 /// Rows in `links`: the lookup finds customers only where the server fills this table.
 fn count_links(url: &str) -> Result<u64> {
-    let (url, password) = split_password(url);
-    let mut cmd = Command::new("psql");
-    cmd.args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c"])
-        .arg("SELECT count(*) FROM links");
-    if let Some(password) = password {
-        cmd.env("PGPASSWORD", password);
-    }
-    let output = capture(cmd)?;
-    ensure!(
-        output.status.success(),
-        "psql could not count the rows of `links`: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .context("psql's count of `links` is not a number")
+    let count = pg_throwaway::query_i64(url, "SELECT count(*) FROM links")
+        .context("counting the rows of `links`")?;
+    Ok(u64::try_from(count)?)
 }
 
 // ---------------------------------------------------------------------------------------------

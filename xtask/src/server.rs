@@ -36,7 +36,8 @@ pub struct TestServer {
     pub department: String,
     pub log: PathBuf,
     child: Child,
-    dropped_database: Option<(String, String)>,
+    /// Declared after `child`: the server stops before its database is dropped.
+    _database: Option<pg_throwaway::Throwaway>,
 }
 
 /// Builds `linked-customer-server` (debug) and returns the path of the binary.
@@ -53,19 +54,15 @@ impl TestServer {
         let suffix = random_hex(8)?;
         let work = target_dir().join("xtask/servers").join(&suffix);
         std::fs::create_dir_all(&work)?;
-        let (database_url, dropped_database) = match database {
-            Database::Sqlite => (
-                format!("sqlite://{}", work.join("db.sqlite").display()),
-                None,
-            ),
+        let throwaway = match database {
+            Database::Sqlite => None,
             Database::Postgres { admin_url } => {
-                let name = format!("lc_xtask_{suffix}");
-                psql(admin_url, &format!("CREATE DATABASE {name}"))?;
-                let (server, _) = admin_url
-                    .rsplit_once('/')
-                    .context("the PostgreSQL admin URL has no database part")?;
-                (format!("{server}/{name}"), Some((admin_url.clone(), name)))
+                Some(pg_throwaway::Throwaway::create(admin_url, "lc_xtask")?)
             }
+        };
+        let database_url = match &throwaway {
+            Some(postgres) => postgres.url().to_string(),
+            None => format!("sqlite://{}", work.join("db.sqlite").display()),
         };
         for fixture in FIXTURES {
             let mut import = Command::new(&binary);
@@ -115,7 +112,7 @@ impl TestServer {
             department: DEPARTMENT.to_string(),
             log,
             child,
-            dropped_database,
+            _database: throwaway,
         };
         match receiver.recv_timeout(Duration::from_secs(60)) {
             Ok(base) => server.base_url = base,
@@ -173,12 +170,6 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some((admin_url, name)) = self.dropped_database.take() {
-            let _ = psql(
-                &admin_url,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            );
-        }
     }
 }
 
@@ -196,18 +187,6 @@ fn with_stdin(cmd: Command, input: &str) -> Result<()> {
         bail!("{}", String::from_utf8_lossy(&output.stderr));
     }
     Ok(())
-}
-
-/// One SQL statement through `psql` (the client comes with the PostgreSQL packages); the URL's
-/// password goes in `PGPASSWORD`, not on the command line that `ps` shows.
-pub(crate) fn psql(url: &str, statement: &str) -> Result<()> {
-    let (url, password) = split_password(url);
-    let mut cmd = Command::new("psql");
-    cmd.args(["-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", statement]);
-    if let Some(password) = password {
-        cmd.env("PGPASSWORD", password);
-    }
-    quiet(cmd).with_context(|| format!("psql: {statement}"))
 }
 
 /// `postgres://user:secret@host/db` as `postgres://user@host/db` and `secret` (percent-decoded);
