@@ -55,6 +55,14 @@ impl Throwaway {
             ),
         )
     }
+
+    /// Undoes [`Throwaway::make_unreachable`]: the database takes connections again.
+    pub fn make_reachable(&self) -> Result<()> {
+        execute(
+            &self.admin_url,
+            &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name),
+        )
+    }
 }
 
 impl Drop for Throwaway {

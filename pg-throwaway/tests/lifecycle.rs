@@ -44,7 +44,7 @@ fn a_throwaway_database_is_usable_and_gone_after_its_handle() {
 }
 
 #[test]
-fn an_unreachable_database_refuses_connections_and_is_still_dropped() {
+fn an_unreachable_database_refuses_connections_until_reachable_and_is_still_dropped() {
     let admin = admin_url();
     let database = Throwaway::create(&admin, "lc_selftest").unwrap();
     let name = database.name().to_string();
@@ -55,6 +55,9 @@ fn an_unreachable_database_refuses_connections_and_is_still_dropped() {
         format!("{refused:#}").contains("not currently accepting connections"),
         "{refused:#}"
     );
+    database.make_reachable().unwrap();
+    assert_eq!(query_i64(database.url(), "SELECT 1::bigint").unwrap(), 1);
+    database.make_unreachable().unwrap();
     drop(database);
     assert!(!exists(&admin, &name));
 }

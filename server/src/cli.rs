@@ -7,7 +7,7 @@ use crate::limits::HttpLimits;
 use crate::model::Entity;
 use crate::startup::run as serve_on;
 use crate::state::AppState;
-use crate::store::{self, DatabaseLimits, LookupKey, Opened, redact};
+use crate::store::{self, DatabaseLimits, LookupKey, Opened, ReadReplicas, redact};
 use crate::{demo, import};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -99,6 +99,18 @@ struct ServeArgs {
     bind: String,
     #[command(flatten)]
     database: DatabaseArgs,
+    /// PostgreSQL: a read replica of DATABASE_URL for lookups (repeat, or a comma-separated
+    /// list). Imports, subscriber commands and migrations still go to DATABASE_URL.
+    #[arg(
+        long = "database-read-url",
+        env = "DATABASE_READ_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    database_read_urls: Vec<String>,
+    /// When no read replica answers: read the primary (`primary`) or answer 503 (`none`).
+    #[arg(long, env = "LINKED_CUSTOMER_READ_FALLBACK", value_enum, default_value_t = ReadFallback::Primary)]
+    read_fallback: ReadFallback,
     /// Do not load the demo data into a new SQLite database.
     #[arg(long)]
     no_demo: bool,
@@ -123,7 +135,25 @@ struct ServeArgs {
     max_connections: usize,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReadFallback {
+    Primary,
+    None,
+}
+
 impl ServeArgs {
+    fn replicas(&self) -> ReadReplicas {
+        ReadReplicas {
+            urls: self
+                .database_read_urls
+                .iter()
+                .map(|url| url.trim().to_string())
+                .filter(|url| !url.is_empty())
+                .collect(),
+            fall_back_to_primary: self.read_fallback == ReadFallback::Primary,
+        }
+    }
+
     fn limits(&self) -> HttpLimits {
         HttpLimits {
             request_timeout: Duration::from_secs(self.request_timeout_seconds.max(1)),
@@ -210,7 +240,11 @@ async fn open(database: &DatabaseArgs) -> Result<Opened> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let opened = open(&args.database).await?;
+    let database = &args.database;
+    let replicas = args.replicas();
+    let opened = store::open_replicated(&database.database_url, &replicas, database.limits())
+        .await
+        .with_context(|| format!("database {}", redact(&database.database_url)))?;
     if opened.created && !args.no_demo {
         demo::load(opened.store.as_ref()).await?;
     }
@@ -220,6 +254,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let base = format!("http://{address}");
     println!("linked-customer-server {}", env!("CARGO_PKG_VERSION"));
     println!("database {}", redact(&args.database.database_url));
+    for (i, url) in replicas.urls.iter().enumerate() {
+        println!("read replica{} {}", i + 1, redact(url));
+    }
     if demo_is_usable(&opened).await {
         println!("{}", demo::instructions(&base));
     }

@@ -43,6 +43,9 @@ impl AppState {
         let auth = Authenticator::new(auth_cache_ttl)?;
         let metrics = Metrics::new()?;
         metrics.register(auth.password_checks())?;
+        for collector in store.collectors() {
+            metrics.register_boxed(collector)?;
+        }
         Ok(AppState {
             store,
             auth,

@@ -86,6 +86,13 @@ impl Metrics {
         Ok(self.registry.register(Box::new(collector))?)
     }
 
+    pub fn register_boxed(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> anyhow::Result<()> {
+        Ok(self.registry.register(collector)?)
+    }
+
     pub fn render(&self) -> anyhow::Result<String> {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;

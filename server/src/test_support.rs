@@ -9,7 +9,7 @@ use crate::domain::DepartmentToken;
 use crate::limits::HttpLimits;
 use crate::startup;
 use crate::state::AppState;
-use crate::store::{self, DatabaseLimits, ImportSummary, Store};
+use crate::store::{self, DatabaseLimits, ImportSummary, ReadReplicas, Store};
 use sqlx::Connection;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -68,6 +68,15 @@ impl TestDb {
             .make_unreachable()
             .expect("make the test database unreachable");
     }
+
+    /// PostgreSQL only: undoes [`TestDb::make_unreachable`].
+    pub async fn make_reachable(&self) {
+        self.postgres
+            .as_ref()
+            .expect("a PostgreSQL test database")
+            .make_reachable()
+            .expect("make the test database reachable");
+    }
 }
 
 impl TestDb {
@@ -118,7 +127,17 @@ pub struct Spawned {
 /// Starts the server on `db` (migrated on the way) with these limits; it runs on the current
 /// tokio runtime until the test ends.
 pub async fn spawn(db: TestDb, database: DatabaseLimits, http: HttpLimits) -> Spawned {
-    let opened = store::open_with(&db.url, database)
+    spawn_replicated(db, &ReadReplicas::default(), database, http).await
+}
+
+/// [`spawn`], with lookups read from `replicas`.
+pub async fn spawn_replicated(
+    db: TestDb,
+    replicas: &ReadReplicas,
+    database: DatabaseLimits,
+    http: HttpLimits,
+) -> Spawned {
+    let opened = store::open_replicated(&db.url, replicas, database)
         .await
         .expect("open the test database");
     let mut state = AppState::new(opened.store.clone(), Duration::from_secs(60)).expect("state");

@@ -12,19 +12,32 @@ pub async fn healthz() -> HttpResponse {
         .body("ok\n")
 }
 
-/// 200 when the database answers, 503 when it does not.
+/// 200 when lookups can be answered, 503 when they cannot; a line per database after that
+/// (`primary up`, `replica1 unreachable`, ...). Why a database did not answer goes to the log,
+/// not to the caller.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok()
-            .content_type(ContentType::plaintext())
-            .body("ready\n"),
-        Err(err) => {
-            tracing::warn!(error = format!("{err:#}"), "database unreachable");
-            HttpResponse::ServiceUnavailable()
-                .content_type(ContentType::plaintext())
-                .body("database unreachable\n")
-        }
+    let readiness = state.store.readiness().await;
+    let mut body = String::from(if readiness.serving {
+        "ready\n"
+    } else {
+        "database unreachable\n"
+    });
+    for database in &readiness.databases {
+        let state = match &database.error {
+            None => "up",
+            Some(error) => {
+                tracing::warn!(database = %database.name, url = %database.shown, error, "database unreachable");
+                "unreachable"
+            }
+        };
+        body.push_str(&format!("{} {state}\n", database.name));
     }
+    let mut response = if readiness.serving {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    response.content_type(ContentType::plaintext()).body(body)
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

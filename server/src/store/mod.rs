@@ -54,10 +54,53 @@ pub struct ImportSummary {
 /// The records of an import file, as [`crate::import::records`] reads them.
 pub type ImportStream<'a> = Box<dyn Iterator<Item = Result<ImportRecord, ImportError>> + Send + 'a>;
 
+/// One database the server uses, as `/readyz` found it.
+#[derive(Clone, Debug)]
+pub struct DatabaseState {
+    /// `database` (SQLite), `primary`, `replica1`, ...
+    pub name: String,
+    /// Its URL without the password, for the log.
+    pub shown: String,
+    /// Why it did not answer; `None` when it did.
+    pub error: Option<String>,
+}
+
+/// What `/readyz` reports.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// Whether lookups can be answered now.
+    pub serving: bool,
+    pub databases: Vec<DatabaseState>,
+}
+
+/// Where lookups are read from, besides the database that is written (PostgreSQL only).
+#[derive(Clone, Debug)]
+pub struct ReadReplicas {
+    /// Read replicas of `DATABASE_URL`, used in turn; none: lookups read `DATABASE_URL`.
+    pub urls: Vec<String>,
+    /// When no replica answers, read the primary (true) or answer `503` (false).
+    pub fall_back_to_primary: bool,
+}
+
+impl Default for ReadReplicas {
+    fn default() -> ReadReplicas {
+        ReadReplicas {
+            urls: Vec::new(),
+            fall_back_to_primary: true,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
-    /// A round trip to the database that reads a table of the schema, for readiness.
-    async fn ping(&self) -> Result<()>;
+    /// A round trip to each database, reading a table of the schema (a replica: its lag), for
+    /// readiness.
+    async fn readiness(&self) -> Readiness;
+
+    /// The store's own metrics (PostgreSQL: each database's state, lookups and lag).
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        Vec::new()
+    }
 
     /// The subscriber (if any), its grant and the linked document, in one statement.
     async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>>;
@@ -181,8 +224,27 @@ pub async fn open(url: &str) -> Result<Opened> {
 }
 
 pub async fn open_with(url: &str, limits: DatabaseLimits) -> Result<Opened> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        postgres::open(url, limits).await
+    open_replicated(url, &ReadReplicas::default(), limits).await
+}
+
+/// [`open_with`], with lookups read from `replicas` (PostgreSQL).
+pub async fn open_replicated(
+    url: &str,
+    replicas: &ReadReplicas,
+    limits: DatabaseLimits,
+) -> Result<Opened> {
+    let is_postgres =
+        |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if let Some(other) = replicas.urls.iter().find(|url| !is_postgres(url)) {
+        anyhow::bail!(
+            "a read replica URL must start with postgres:// (got {})",
+            redact(other)
+        );
+    }
+    if is_postgres(url) {
+        postgres::open(url, replicas, limits).await
+    } else if !replicas.urls.is_empty() {
+        anyhow::bail!("read replicas are for PostgreSQL: DATABASE_URL is not a PostgreSQL URL")
     } else if url.starts_with("sqlite:") {
         sqlite::open(url, limits).await
     } else {

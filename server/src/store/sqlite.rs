@@ -3,8 +3,8 @@
 //! runs the migrations, as it always has for this schema.
 
 use super::{
-    DatabaseLimits, ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey, Opened, Store,
-    SubscriberAccess,
+    DatabaseLimits, DatabaseState, ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey,
+    Opened, Readiness, Store, SubscriberAccess, redact,
 };
 use crate::domain::DepartmentToken;
 use anyhow::{Context, Result, bail};
@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub struct SqliteStore {
+    /// The file, for the log.
+    shown: String,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     writer: Arc<Mutex<Connection>>,
@@ -56,6 +58,7 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
         .map(|_| connect(&path, true, &limits).map(Mutex::new))
         .collect::<Result<Vec<_>>>()?;
     let store = SqliteStore {
+        shown: redact(url),
         readers,
         next_reader: AtomicUsize::new(0),
         writer,
@@ -138,9 +141,16 @@ const PING: &str = "SELECT count(*) FROM (SELECT 1 FROM subscribers LIMIT 1)";
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn ping(&self) -> Result<()> {
-        self.reader().query_row(PING, [], |_| Ok(()))?;
-        Ok(())
+    async fn readiness(&self) -> Readiness {
+        let answered = self.reader().query_row(PING, [], |_| Ok(()));
+        Readiness {
+            serving: answered.is_ok(),
+            databases: vec![DatabaseState {
+                name: "database".into(),
+                shown: self.shown.clone(),
+                error: answered.err().map(|err| err.to_string()),
+            }],
+        }
     }
 
     async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {

@@ -12,5 +12,6 @@ mod limits;
 mod linked_customer;
 mod operations;
 mod process;
+mod replicas;
 mod spec_drift;
 mod storage;

@@ -4,8 +4,12 @@
 //! all in one transaction.
 
 mod reads;
+mod replicas;
 
-use super::{DatabaseLimits, ImportStream, ImportSummary, Lookup, LookupKey, Opened, Store};
+use super::{
+    DatabaseLimits, ImportStream, ImportSummary, Lookup, LookupKey, Opened, ReadReplicas,
+    Readiness, Store,
+};
 use crate::domain::DepartmentToken;
 use anyhow::{Context, Result};
 use sqlx::PgPool;
@@ -14,8 +18,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub struct PgStore {
+    /// The primary: migrations, imports, subscribers, readiness.
     pool: PgPool,
-    reads: reads::Reads,
+    /// Lookups: the primary's or the replicas' (`replicas`).
+    reads: replicas::Router,
 }
 
 /// `statement_timeout` and `lock_timeout` for every session of the server (the sqlx pool and
@@ -30,7 +36,7 @@ fn session_settings(limits: &DatabaseLimits) -> [(&'static str, String); 2] {
     ]
 }
 
-pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
+pub async fn open(url: &str, replicas: &ReadReplicas, limits: DatabaseLimits) -> Result<Opened> {
     let options =
         PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
     // Migrations (and carrying a large database over) may take long: on a connection of their
@@ -55,7 +61,15 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
         .await
         .context("could not connect to PostgreSQL")?;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let reads = reads::Reads::open(url, cores * 2, limits).await?;
+    let primary = reads::Reads::open(url, cores * 2, limits).await?;
+    let reads = replicas::Router::new(
+        primary,
+        url,
+        &replicas.urls,
+        replicas.fall_back_to_primary,
+        cores * 2,
+        limits,
+    )?;
     Ok(Opened {
         store: Arc::new(PgStore { pool, reads }),
         created: false,
@@ -131,9 +145,17 @@ const COPY_CHUNK: usize = 1 << 20;
 
 #[async_trait::async_trait]
 impl Store for PgStore {
-    async fn ping(&self) -> Result<()> {
-        sqlx::query(PING).execute(&self.pool).await?;
-        Ok(())
+    async fn readiness(&self) -> Readiness {
+        let primary = async {
+            sqlx::query(PING).execute(&self.pool).await?;
+            Ok(())
+        };
+        let (serving, databases) = self.reads.readiness(primary).await;
+        Readiness { serving, databases }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        self.reads.collectors()
     }
 
     async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {

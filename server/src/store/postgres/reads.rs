@@ -31,9 +31,28 @@ struct Connection {
     lookup: Statement,
 }
 
+/// The replica's state, for readiness and the lag metric: seconds behind the primary (0 when it
+/// has replayed all it received, or when the database is not a standby at all).
+const REPLICATION_LAG: &str = "
+    SELECT CASE
+        WHEN NOT pg_is_in_recovery() THEN 0
+        WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+        ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
+    END::float8";
+
 impl Reads {
     /// Opens `connections` connections to the database of `url` (a `DATABASE_URL`).
     pub async fn open(url: &str, connections: usize, limits: DatabaseLimits) -> Result<Reads> {
+        let reads = Reads::new(url, connections, limits)?;
+        for slot in 0..reads.slots.len() {
+            reads.connection(slot).await?;
+        }
+        Ok(reads)
+    }
+
+    /// The same, with no connection opened yet: each is opened by the first lookup that needs
+    /// it (a replica that is down when the server starts).
+    pub fn new(url: &str, connections: usize, limits: DatabaseLimits) -> Result<Reads> {
         let (mut config, tls) = config(url)?;
         // PostgreSQL ends a statement that runs too long itself, so that a stuck lookup costs
         // the database nothing after the request has been answered.
@@ -43,17 +62,24 @@ impl Reads {
             .collect();
         config.options(options.join(" "));
         config.connect_timeout(limits.acquire_timeout);
-        let reads = Reads {
+        Ok(Reads {
             config,
             limits,
             tls,
             slots: (0..connections.max(1)).map(|_| RwLock::new(None)).collect(),
             next: AtomicUsize::new(0),
-        };
-        for slot in 0..reads.slots.len() {
-            reads.connection(slot).await?;
-        }
-        Ok(reads)
+        })
+    }
+
+    /// How many seconds the database is behind its primary (see [`REPLICATION_LAG`]), on the
+    /// first connection (opened again if needed), within the statement timeout.
+    pub async fn replication_lag(&self) -> Result<f64> {
+        let connection = self.connection(0).await?;
+        let query = connection.client.query_one(REPLICATION_LAG, &[]);
+        let row = tokio::time::timeout(self.limits.statement_timeout, query)
+            .await
+            .context("the replication lag query timed out")??;
+        Ok(row.try_get(0)?)
     }
 
     pub async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {
