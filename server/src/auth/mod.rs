@@ -9,7 +9,8 @@
 //!
 //! Only a credential that was let through is cached. Every refusal (wrong password, unknown
 //! user, no grant, no scope) costs one password check, first time and every time, so neither
-//! the time to answer nor `/metrics` tells a right password from a wrong one.
+//! the time to answer nor `/metrics` tells a right password from a wrong one. Requests that
+//! bring the same credential while it is being checked wait for that one check, right or wrong.
 
 mod checks;
 
@@ -23,7 +24,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -115,6 +116,9 @@ pub struct Authenticator {
     ttl: Duration,
     capacity: usize,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// The password checks running now, by credential and stored hash: a request with the
+    /// same credential as one being checked waits for that check instead of starting its own.
+    in_flight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<bool>>>>,
     /// Bounds the CPU and memory that argon2 can take, however many bad passwords arrive.
     checks: PasswordChecks,
     /// Checked against when the username is unknown (see `authorize`).
@@ -132,6 +136,7 @@ impl Authenticator {
             ttl,
             capacity: 10_000,
             verified: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             checks: PasswordChecks::start(cores, cores * QUEUED_PER_THREAD, CHECK_WAIT)?,
             decoy_hash: hash_password("a password that no request will match")?,
         })
@@ -160,26 +165,67 @@ impl Authenticator {
         credentials: &Credentials,
         access: Option<&SubscriberAccess>,
     ) -> Result<(), ApiError> {
+        let key = self.cache_key(credentials);
         let Some(access) = access else {
             // An unknown username costs the same password check as a known one, so that the
             // time to answer does not tell which usernames exist.
-            self.verify(&credentials.password, &self.decoy_hash).await?;
+            self.verify_once(&key, &credentials.password, &self.decoy_hash)
+                .await?;
             return Err(ApiError::NotAuthorized);
         };
-        let key = self.cache_key(credentials);
         if access.granted && self.is_cached(&key, access.subscriber_id, &access.password_hash) {
             return Ok(());
         }
         // Checked even without the grant: a refusal that skipped the hash would answer faster
         // for a right password than for a wrong one.
         let matches = self
-            .verify(&credentials.password, &access.password_hash)
+            .verify_once(&key, &credentials.password, &access.password_hash)
             .await?;
         if !(matches && access.granted) {
             return Err(ApiError::NotAuthorized);
         }
         self.remember(key, access.subscriber_id, access.password_hash.clone());
         Ok(())
+    }
+
+    /// [`Authenticator::verify`], shared by the requests that arrive with the same credential
+    /// (`key`) for the same stored hash while it runs: a burst of one subscriber's requests on
+    /// a server whose cache is empty (it has just started) costs one check, not one per
+    /// request (which would fill the queue and answer a good credential with 503s). Right and
+    /// wrong passwords are shared alike, so this tells nothing about either; requests one after
+    /// another still cost a check each when refused.
+    async fn verify_once(
+        &self,
+        key: &[u8; 32],
+        password: &str,
+        stored: &str,
+    ) -> Result<bool, ApiError> {
+        let mut hasher = Sha256::new();
+        hasher.update(key);
+        hasher.update(stored.as_bytes());
+        let flight: [u8; 32] = hasher.finalize().into();
+        let cell = self
+            .in_flight
+            .lock()
+            .map(|mut in_flight| in_flight.entry(flight).or_default().clone())
+            .ok();
+        let Some(cell) = cell else {
+            return self.verify(password, stored).await;
+        };
+        // The first request runs the check; the others wait for its answer. If it gives up
+        // (its client went away) or the check could not be run, the next one tries itself.
+        let answer = cell
+            .get_or_try_init(|| self.verify(password, stored))
+            .await
+            .copied();
+        if let Ok(mut in_flight) = self.in_flight.lock()
+            && in_flight
+                .get(&flight)
+                .is_some_and(|running| Arc::ptr_eq(running, &cell))
+        {
+            in_flight.remove(&flight);
+        }
+        answer
     }
 
     /// A check that cannot be done now is a 503 (come back), never a 401 (wrong password).
@@ -325,6 +371,52 @@ mod tests {
             tokio::join!(refresh, auth.authorize(&credentials, Some(&changed)));
         assert!(refreshed.is_ok());
         assert!(matches!(after_change, Err(ApiError::NotAuthorized)));
+    }
+
+    /// A server that has just started gets a burst of one subscriber's requests, none of
+    /// them cached: one check answers them all. Wrong passwords are shared the same way when
+    /// they arrive together, and cost a check each when they come one after another.
+    #[tokio::test]
+    async fn requests_with_a_credential_being_checked_wait_for_that_check() {
+        let auth = std::sync::Arc::new(Authenticator::new(Duration::from_secs(60)).unwrap());
+        let access = SubscriberAccess {
+            subscriber_id: 7,
+            password_hash: hash_password("s3cret").unwrap(),
+            granted: true,
+        };
+        let burst = |header: &'static str| {
+            let mut requests = tokio::task::JoinSet::new();
+            for _ in 0..40 {
+                let (auth, access) = (auth.clone(), access.clone());
+                let credentials = parse_basic(&basic(header)).unwrap();
+                requests.spawn(async move { auth.authorize(&credentials, Some(&access)).await });
+            }
+            requests
+        };
+        let mut good = burst("reader:s3cret");
+        while let Some(answer) = good.join_next().await {
+            assert!(answer.unwrap().is_ok());
+        }
+        assert_eq!(auth.password_checks().get(), 1, "one check for 40 requests");
+
+        let mut wrong = burst("reader:guess");
+        while let Some(answer) = wrong.join_next().await {
+            assert!(matches!(answer.unwrap(), Err(ApiError::NotAuthorized)));
+        }
+        assert_eq!(
+            auth.password_checks().get(),
+            2,
+            "one check for 40 identical guesses"
+        );
+        let credentials = parse_basic(&basic("reader:guess")).unwrap();
+        for expected in 3..6 {
+            assert!(auth.authorize(&credentials, Some(&access)).await.is_err());
+            assert_eq!(
+                auth.password_checks().get(),
+                expected,
+                "a refusal is never cached"
+            );
+        }
     }
 
     #[test]
