@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub(crate) const DEPARTMENTS: usize = 100;
-const USER: &str = "bench";
+pub(crate) const USER: &str = "bench";
 const SCOPE: &str = "customer.search";
-const CONNECTIONS: usize = 64;
+pub(crate) const CONNECTIONS: usize = 64;
 const THREADS: usize = 2;
 const SMOKE_CUSTOMERS: usize = 2000;
 const SMOKE_SECONDS: u64 = 5;
@@ -88,16 +88,16 @@ pub struct Options {
 
 /// What one wrk run measured (latencies in microseconds).
 #[derive(Debug, Default)]
-struct Load {
-    requests: u64,
-    per_second: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
+pub(crate) struct Load {
+    pub(crate) requests: u64,
+    pub(crate) per_second: f64,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
     /// Answers with a status of 400 or more (wrk's `errors.status`).
-    bad_status: u64,
+    pub(crate) bad_status: u64,
     /// connect, read, write and timeout errors.
-    socket_errors: u64,
+    pub(crate) socket_errors: u64,
 }
 
 /// Everything measured on one database.
@@ -318,7 +318,7 @@ const VIN: &str = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
 
 /// One import line for customer `index`: department `index % 100`, every optional field filled,
 /// linked to `ORDER` and `APPOINTMENT` number `index + 1`.
-fn customer_line(index: usize) -> serde_json::Value {
+pub(crate) fn customer_line(index: usize) -> serde_json::Value {
     use serde_json::json;
     let mut rng = Lcg::new(index);
     let (first, middle, last) = (rng.pick(FIRST), rng.pick(MIDDLE), rng.pick(LAST));
@@ -416,7 +416,7 @@ fn customer_line(index: usize) -> serde_json::Value {
 }
 
 /// The `customerId` of customer `index` (what a sanity request expects to read back).
-fn customer_id(index: usize) -> String {
+pub(crate) fn customer_id(index: usize) -> String {
     format!("C-BENCH-{index:07}")
 }
 
@@ -444,7 +444,7 @@ fn on_path(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn wrk_program() -> Result<PathBuf> {
+pub(crate) fn wrk_program() -> Result<PathBuf> {
     if !on_path("wrk") {
         crate::util::apt_install(
             &["wrk"],
@@ -671,14 +671,26 @@ impl Server {
         env: &[(&str, String)],
         log: &Path,
     ) -> Result<Server> {
+        Server::start_on(binary, "127.0.0.1:0", url, env, log)
+    }
+
+    /// [`Server::start`] on the address `bind`.
+    pub(crate) fn start_on(
+        binary: &Path,
+        bind: &str,
+        url: &str,
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> Result<Server> {
         let log_file = std::fs::File::create(log)?;
         let mut child = Command::new(binary)
-            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
-            .env("DATABASE_URL", url)
-            .envs(env.iter().map(|(name, value)| (name, value)))
-            // The server's defaults (text logs at `info`), whatever the caller's environment.
+            .args(["serve", "--bind", bind, "--no-demo"])
+            // The server's defaults (text logs at `info`), whatever the caller's environment,
+            // unless `env` says otherwise.
             .env_remove("RUST_LOG")
             .env_remove("LINKED_CUSTOMER_LOG_FORMAT")
+            .env("DATABASE_URL", url)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file.try_clone()?)
@@ -830,7 +842,7 @@ fn sanity_checks(address: &str, auth: &str, customers: usize) -> Result<()> {
 }
 
 /// getLinkedCustomer answers so far, by status, from the server's own `/metrics`.
-fn lookup_statuses(address: &str) -> Result<Vec<(u16, u64)>> {
+pub(crate) fn lookup_statuses(address: &str) -> Result<Vec<(u16, u64)>> {
     let (status, text) = get(address, "/metrics", None)?;
     ensure!(status == 200, "/metrics answered {status}");
     let mut counts: Vec<(u16, u64)> = Vec::new();
@@ -896,13 +908,13 @@ done = function(summary, latency, requests)
 end
 "#;
 
-fn healthz_script() -> String {
+pub(crate) fn healthz_script() -> String {
     format!("-- written by cargo xtask bench: GET /healthz\n{DONE}")
 }
 
 /// getLinkedCustomer on a random index (per-thread seeds, so threads differ), ORDER or
 /// APPOINTMENT at random; the department and id follow from the index as in the data set.
-fn lookup_script(customers: usize, auth: &str) -> String {
+pub(crate) fn lookup_script(customers: usize, auth: &str) -> String {
     let span = lookup_span(customers);
     format!(
         r#"-- written by cargo xtask bench: getLinkedCustomer, about 9 in 10 found
@@ -928,7 +940,7 @@ end
 }
 
 /// A file only this user can read (the wrk script holds the bench subscriber's password).
-fn write_private(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -940,7 +952,13 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn load(wrk: &Path, address: &str, path: &str, script: &Path, seconds: u64) -> Result<Load> {
+pub(crate) fn load(
+    wrk: &Path,
+    address: &str,
+    path: &str,
+    script: &Path,
+    seconds: u64,
+) -> Result<Load> {
     let mut cmd = Command::new(wrk);
     cmd.arg(format!("-t{THREADS}"))
         .arg(format!("-c{CONNECTIONS}"))
@@ -1110,7 +1128,7 @@ fn count_links(url: &str) -> Result<u64> {
 // ---------------------------------------------------------------------------------------------
 // Reporting
 
-fn ms(microseconds: f64) -> String {
+pub(crate) fn ms(microseconds: f64) -> String {
     format!("{:.2} ms", microseconds / 1000.0)
 }
 
@@ -1135,7 +1153,7 @@ fn statuses_text(statuses: &[(u16, u64)]) -> String {
         .join(", ")
 }
 
-fn errors(load: &Load) -> u64 {
+pub(crate) fn errors(load: &Load) -> u64 {
     load.bad_status + load.socket_errors
 }
 

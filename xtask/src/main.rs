@@ -6,9 +6,11 @@ mod browser;
 mod chaos;
 mod ci;
 mod clients;
+mod cluster;
 mod codegen;
 mod contract;
 mod fuzz;
+mod pgcluster;
 mod postgres;
 mod server;
 mod spec_diff;
@@ -100,6 +102,14 @@ enum Command {
         #[arg(long)]
         debug_build: bool,
     },
+    /// A PostgreSQL primary and streaming replica, three release servers reading the replica and
+    /// HAProxy in front, on loopback; runs until Ctrl-C, or with --test proves the topology.
+    Cluster {
+        /// Prove it: an import and a removal visible within 1 s, a server and the replica
+        /// stopped under load, throughput (BENCHMARKS.md); then stop (not in ci).
+        #[arg(long)]
+        test: bool,
+    },
     /// Fuzz the Authorization parser and the path parameters (cargo-fuzz, nightly; not in ci).
     Fuzz {
         /// Seconds per target.
@@ -143,6 +153,7 @@ fn main() -> std::process::ExitCode {
             sqlite_mmap_mib,
         }),
         Command::Chaos { debug_build } => chaos::run(debug_build),
+        Command::Cluster { test } => cluster::run(test),
         Command::Fuzz { seconds } => fuzz::run_targets(seconds),
     };
     match result {
@@ -151,5 +162,172 @@ fn main() -> std::process::ExitCode {
             eprintln!("\nxtask: error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Every `cargo xtask ...` command that README.md and docs/ show parses as written (with its
+/// optional parts left out, and with all of them in, placeholders such as `N` filled in), and
+/// every subcommand is shown somewhere.
+#[cfg(test)]
+mod documented_commands {
+    use super::Cli;
+    use clap::{CommandFactory, Parser};
+
+    const DOCS: [(&str, &str); 5] = [
+        ("README.md", include_str!("../../README.md")),
+        ("docs/operating.md", include_str!("../../docs/operating.md")),
+        ("docs/clients.md", include_str!("../../docs/clients.md")),
+        (
+            "docs/contract-tests.md",
+            include_str!("../../docs/contract-tests.md"),
+        ),
+        ("docs/releasing.md", include_str!("../../docs/releasing.md")),
+    ];
+
+    /// `cargo xtask ...` up to the end of its code span, line or comment.
+    fn commands(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for line in text.lines() {
+            let mut rest = line;
+            while let Some(at) = rest.find("cargo xtask ") {
+                // `NAME=value cargo xtask ...`: the environment it is given, as `@NAME=value`
+                // words after the command.
+                let env: Vec<String> = rest[..at]
+                    .rsplit(|c: char| c.is_whitespace() || c == '`')
+                    .take_while(|word| word.is_empty() || word.contains('='))
+                    .filter(|word| !word.is_empty())
+                    .map(|word| format!("@{word}"))
+                    .collect();
+                let tail = &rest[at + "cargo xtask ".len()..];
+                let end = tail.find(['`', '#', ')']).unwrap_or(tail.len());
+                // A table cell's `|` is written `\|` inside a code span; a bare one ends it.
+                let command = tail[..end].replace("\\|", "|");
+                let mut command = command.trim().to_string();
+                for assignment in env {
+                    command.push(' ');
+                    command.push_str(&assignment);
+                }
+                found.push(command);
+                rest = &tail[end..];
+            }
+        }
+        found
+    }
+
+    /// The words of a synopsis: with every `[...]` left out, or with all of them in; `a|b`
+    /// taken as `a`, `...` dropped, upper-case placeholders given a value.
+    fn forms(synopsis: &str) -> [Vec<String>; 2] {
+        let words = |keep_optional: bool| {
+            let mut depth = 0;
+            let mut out = Vec::new();
+            for word in synopsis.split_whitespace() {
+                let opens = word.matches('[').count();
+                let closes = word.matches(']').count();
+                let inside = depth > 0 || opens > 0;
+                depth += opens;
+                depth -= closes.min(depth);
+                if inside && !keep_optional {
+                    continue;
+                }
+                let word = word.trim_matches(['[', ']']);
+                let word = word.split('|').next().unwrap_or(word);
+                if word.is_empty() || word == "..." || word == "…" {
+                    continue;
+                }
+                let placeholder = word.chars().all(|c| c.is_ascii_uppercase());
+                out.push(if placeholder {
+                    "1".to_string()
+                } else {
+                    word.to_string()
+                });
+            }
+            out
+        };
+        [words(false), words(true)]
+    }
+
+    /// `@NAME=value` as the flag of the subcommand that reads `NAME` (so that the test needs no
+    /// change to its own environment); a variable that no flag of it reads fails.
+    fn with_environment(form: Vec<String>) -> Vec<String> {
+        let command = Cli::command();
+        let mut out = Vec::new();
+        for word in &form {
+            let Some((name, value)) = word.strip_prefix('@').and_then(|w| w.split_once('=')) else {
+                out.push(word.clone());
+                continue;
+            };
+            let sub = command
+                .find_subcommand(&form[0])
+                .unwrap_or_else(|| panic!("no subcommand {}", form[0]));
+            let arg = sub
+                .get_arguments()
+                .find(|arg| arg.get_env().is_some_and(|env| env == name))
+                .unwrap_or_else(|| panic!("`cargo xtask {}` reads no {name}", form[0]));
+            let long = arg.get_long().expect("a flag with an environment variable");
+            out.extend([format!("--{long}"), value.to_string()]);
+        }
+        out
+    }
+
+    #[test]
+    fn every_documented_xtask_command_parses_and_every_subcommand_is_documented() {
+        let mut documented = std::collections::BTreeSet::new();
+        let mut count = 0;
+        for (file, text) in DOCS {
+            for command in commands(text) {
+                for form in forms(&command) {
+                    let form = with_environment(form);
+                    let args = std::iter::once("xtask".to_string()).chain(form.clone());
+                    if let Err(err) = Cli::try_parse_from(args) {
+                        panic!("{file}: `cargo xtask {command}` ({form:?}) does not parse:\n{err}");
+                    }
+                    documented.insert(form[0].clone());
+                }
+                count += 1;
+            }
+        }
+        assert!(
+            count > 20,
+            "only {count} commands found: is the extraction broken?"
+        );
+        let all: std::collections::BTreeSet<String> = Cli::command()
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_string())
+            .filter(|name| name != "help")
+            .collect();
+        let undocumented: Vec<&String> = all.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in README.md or docs/: {undocumented:?}"
+        );
+    }
+
+    #[test]
+    fn the_extraction_reads_synopses_as_meant() {
+        assert_eq!(
+            commands("| `cargo xtask bench [--db sqlite\\|both]` | x `cargo xtask ci` |"),
+            ["bench [--db sqlite|both]", "ci"]
+        );
+        let [short, long] = forms("contract [--base-url URL --user U [--department T]]");
+        assert_eq!(short, ["contract"]);
+        assert_eq!(
+            long,
+            [
+                "contract",
+                "--base-url",
+                "1",
+                "--user",
+                "1",
+                "--department",
+                "1"
+            ]
+        );
+        assert_eq!(
+            commands("`LC_X=1 SECRET=... cargo xtask contract --user u`"),
+            ["contract --user u @SECRET=... @LC_X=1"]
+        );
+        // A misspelt flag is caught.
+        let [_, long] = forms("bench [--customer N]");
+        assert!(Cli::try_parse_from(std::iter::once("xtask".to_string()).chain(long)).is_err());
     }
 }

@@ -39,7 +39,7 @@ pub fn display(cmd: &Command) -> String {
 /// What a command line shows of an environment variable: never a secret, nor a long search path.
 fn shown_env_value(key: &str, value: &str) -> String {
     let key = key.to_ascii_uppercase();
-    if ["PASSWORD", "SECRET", "TOKEN", "POSTGRES", "DATABASE_URL"]
+    if ["PASSWORD", "SECRET", "TOKEN", "POSTGRES", "DATABASE"]
         .iter()
         .any(|word| key.contains(word))
     {

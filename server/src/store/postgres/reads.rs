@@ -40,6 +40,9 @@ const REPLICATION_LAG: &str = "
         ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
     END::float8";
 
+/// The longest a replication-lag probe waits for its answer.
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Reads {
     /// Opens `connections` connections to the database of `url` (a `DATABASE_URL`).
     pub async fn open(url: &str, connections: usize, limits: DatabaseLimits) -> Result<Reads> {
@@ -76,7 +79,9 @@ impl Reads {
     pub async fn replication_lag(&self) -> Result<f64> {
         let connection = self.connection(0).await?;
         let query = connection.client.query_one(REPLICATION_LAG, &[]);
-        let row = tokio::time::timeout(self.limits.statement_timeout, query)
+        // A probe every second: one that takes longer is a replica to leave alone.
+        let deadline = self.limits.statement_timeout.min(PROBE_DEADLINE);
+        let row = tokio::time::timeout(deadline, query)
             .await
             .context("the replication lag query timed out")??;
         Ok(row.try_get(0)?)

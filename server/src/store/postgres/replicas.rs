@@ -189,8 +189,15 @@ impl Router {
             }
             match replica.lookup(key).await {
                 Ok(found) => return Ok(found),
-                Err(err) if is_worth_another_database(&err) => replica.set_up(false, Some(&err)),
-                Err(err) => return Err(err),
+                Err(err) => match judge(&err) {
+                    Failure::Elsewhere => replica.set_up(false, Some(&err)),
+                    Failure::OutOfTime => {
+                        // Its deadline is spent; the replica is out until it answers a probe.
+                        replica.set_up(false, Some(&err));
+                        return Err(err);
+                    }
+                    Failure::Request => return Err(err),
+                },
             }
         }
         if self.fall_back_to_primary {
@@ -237,11 +244,19 @@ impl DatabaseState {
     }
 }
 
-/// A failure of the database rather than of the request, that another database may not have:
-/// it could not be reached or its connection broke (not a lookup that ran out of time, whose
-/// deadline is spent), or a standby cancelled the statement for a conflict with the replay of
-/// the primary's changes (SQLSTATE 40001).
-fn is_worth_another_database(err: &anyhow::Error) -> bool {
+/// What a failed lookup on a replica says.
+enum Failure {
+    /// The database could not be reached, its connection broke, or it cancelled the statement
+    /// for a conflict with the replay of the primary's changes (SQLSTATE 40001): another
+    /// database may answer.
+    Elsewhere,
+    /// The database did not answer in time: the lookup's deadline is spent.
+    OutOfTime,
+    /// Not the database's fault.
+    Request,
+}
+
+fn judge(err: &anyhow::Error) -> Failure {
     let timed_out = err
         .chain()
         .any(|cause| cause.is::<tokio::time::error::Elapsed>());
@@ -251,5 +266,15 @@ fn is_worth_another_database(err: &anyhow::Error) -> bool {
             .and_then(tokio_postgres::Error::code)
             .is_some_and(|code| code.code() == "40001")
     });
-    recovery_conflict || (crate::store::is_unavailable(err) && !timed_out)
+    if recovery_conflict {
+        Failure::Elsewhere
+    } else if crate::store::is_unavailable(err) {
+        if timed_out {
+            Failure::OutOfTime
+        } else {
+            Failure::Elsewhere
+        }
+    } else {
+        Failure::Request
+    }
 }
