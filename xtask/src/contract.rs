@@ -54,8 +54,35 @@ pub fn run_local() -> Result<()> {
     let sqlite = against_server("sqlite", "SQLite", &Database::Sqlite)?;
     let admin_url = crate::postgres::admin_url()?;
     let postgres = against_server("postgres", "PostgreSQL", &Database::Postgres { admin_url })?;
-    println!("contract tests passed: SQLite in {sqlite:.0?}, PostgreSQL in {postgres:.0?}");
+    let deployment = as_a_deployment()?;
+    println!(
+        "contract tests passed: SQLite in {sqlite:.0?}, PostgreSQL in {postgres:.0?}, \
+         `--base-url` in {deployment:.0?}"
+    );
     Ok(())
+}
+
+/// `cargo xtask contract --base-url ... --user ... --department ...` as README.md and
+/// docs/contract-tests.md show it, with the password in `LINKED_CUSTOMER_PASSWORD`, against a
+/// server of our own treated as a deployment (this program run again, so its command line is
+/// what is tested).
+fn as_a_deployment() -> Result<Duration> {
+    banner("contract tests against a running deployment (--base-url)");
+    let started = Instant::now();
+    let server = TestServer::start(&Database::Sqlite)?;
+    let mut xtask = Command::new(std::env::current_exe()?);
+    xtask
+        .args(["contract", "--base-url", &server.base_url])
+        .args(["--user", &server.user, "--department", &server.department])
+        .env("LINKED_CUSTOMER_PASSWORD", &server.password);
+    crate::util::run(xtask).with_context(|| {
+        format!(
+            "`cargo xtask contract --base-url` failed; the server's log: {}",
+            rel(&server.log)
+        )
+    })?;
+    drop(server);
+    Ok(started.elapsed())
 }
 
 /// The suite against a fresh server on this database; returns how long it took.

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod claims;
 mod cli;
+mod docs;
 mod error_codes;
 mod hostile;
 mod limits;
