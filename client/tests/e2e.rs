@@ -1,7 +1,7 @@
 //! End to end: the real server of this workspace, started in-process on a free port (the
 //! server crate's `test_support`) on a fresh SQLite database with
-//! `tests/fixtures/customers.jsonl` imported, called through this crate and through the `get`
-//! example program.
+//! `tests/fixtures/customers.jsonl` imported, called through this crate and through its
+//! command-line program, `linked-customer-get`.
 
 use anyhow::{Context, Result, bail, ensure};
 use linked_customer_client::{Client, Customer, CustomerWithVehicles, Entity, Error, Vehicle};
@@ -10,7 +10,7 @@ use linked_customer_server::store::DatabaseLimits;
 use linked_customer_server::test_support::{self, Backend, Spawned, TestDb};
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -117,7 +117,7 @@ async fn get_linked_customer_against_the_real_server() -> Result<()> {
         assert_api_error(answer, 401, errors, who);
     }
 
-    example_program(&server.root, &expected)?;
+    command_line_program(&server.root, &expected)?;
 
     // 500: the schema broken behind the server's back; the client gets the envelope.
     server.spawned.db.execute("DROP TABLE links").await;
@@ -128,9 +128,9 @@ async fn get_linked_customer_against_the_real_server() -> Result<()> {
     Ok(())
 }
 
-/// The `get` example prints the answer and tells each outcome apart by its exit status.
-fn example_program(root: &str, expected: &CustomerWithVehicles) -> Result<()> {
-    let get = build(&["--example", "get"], "example", "get")?;
+/// `linked-customer-get` prints the answer and tells each outcome apart by its exit status.
+fn command_line_program(root: &str, expected: &CustomerWithVehicles) -> Result<()> {
+    let get = PathBuf::from(env!("CARGO_BIN_EXE_linked-customer-get"));
     let run = |args: &[&str]| -> Result<Output> {
         Command::new(&get)
             .args(args)
@@ -138,7 +138,7 @@ fn example_program(root: &str, expected: &CustomerWithVehicles) -> Result<()> {
             .env_remove("LINKED_CUSTOMER_USER")
             .env_remove("LINKED_CUSTOMER_PASSWORD")
             .output()
-            .context("running the get example")
+            .context("running linked-customer-get")
     };
     let with_auth = |rest: &[&str]| {
         let mut args = vec![
@@ -327,37 +327,6 @@ impl Server {
             spawned,
         })
     }
-}
-
-/// Builds a target of this workspace and returns its executable. `cargo test` does not build
-/// other packages' binaries, and `CARGO_BIN_EXE_*` exists only for the package's own.
-fn build(args: &[&str], kind: &str, name: &str) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "--message-format=json-render-diagnostics"])
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .context("running cargo build")?;
-    ensure!(
-        output.status.success(),
-        "cargo build {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| {
-            message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == name
-                && message["target"]["kind"]
-                    .as_array()
-                    .is_some_and(|kinds| kinds.iter().any(|k| k == kind))
-        })
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .with_context(|| format!("cargo build {} produced no {kind} `{name}`", args.join(" ")))
 }
 
 /// An address nothing listens on: a port the system just handed out and that was let go.

@@ -1,7 +1,7 @@
 //! Asks a linked-customer server which customer is linked to an entity:
 //!
 //! ```sh
-//! cargo run -p linked-customer-client --example get -- \
+//! cargo run -p linked-customer-client --features cli --bin linked-customer-get -- \
 //!     --base-url http://127.0.0.1:8080 --user U --password P demo-department ORDER 1001
 //! ```
 
