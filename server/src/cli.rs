@@ -234,17 +234,19 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn open(database: &DatabaseArgs) -> Result<Opened> {
-    store::open_with(&database.database_url, database.limits())
+    open_reading(database, &ReadReplicas::default()).await
+}
+
+/// [`open`], with lookups read from `replicas`.
+async fn open_reading(database: &DatabaseArgs, replicas: &ReadReplicas) -> Result<Opened> {
+    store::open_replicated(&database.database_url, replicas, database.limits())
         .await
         .with_context(|| format!("database {}", redact(&database.database_url)))
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let database = &args.database;
     let replicas = args.replicas();
-    let opened = store::open_replicated(&database.database_url, &replicas, database.limits())
-        .await
-        .with_context(|| format!("database {}", redact(&database.database_url)))?;
+    let opened = open_reading(&args.database, &replicas).await?;
     if opened.created && !args.no_demo {
         demo::load(opened.store.as_ref()).await?;
     }

@@ -42,9 +42,9 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
         let auth = Authenticator::new(auth_cache_ttl)?;
         let metrics = Metrics::new()?;
-        metrics.register(auth.password_checks())?;
+        metrics.register(Box::new(auth.password_checks()))?;
         for collector in store.collectors() {
-            metrics.register_boxed(collector)?;
+            metrics.register(collector)?;
         }
         Ok(AppState {
             store,

@@ -79,17 +79,7 @@ impl Metrics {
     }
 
     /// Adds a metric kept by another part of the server.
-    pub fn register(
-        &self,
-        collector: impl prometheus::core::Collector + 'static,
-    ) -> anyhow::Result<()> {
-        Ok(self.registry.register(Box::new(collector))?)
-    }
-
-    pub fn register_boxed(
-        &self,
-        collector: Box<dyn prometheus::core::Collector>,
-    ) -> anyhow::Result<()> {
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
         Ok(self.registry.register(collector)?)
     }
 

@@ -416,7 +416,7 @@ pub(crate) fn customer_line(index: usize) -> serde_json::Value {
 }
 
 /// The `customerId` of customer `index` (what a sanity request expects to read back).
-pub(crate) fn customer_id(index: usize) -> String {
+fn customer_id(index: usize) -> String {
     format!("C-BENCH-{index:07}")
 }
 
@@ -842,7 +842,7 @@ fn sanity_checks(address: &str, auth: &str, customers: usize) -> Result<()> {
 }
 
 /// getLinkedCustomer answers so far, by status, from the server's own `/metrics`.
-pub(crate) fn lookup_statuses(address: &str) -> Result<Vec<(u16, u64)>> {
+fn lookup_statuses(address: &str) -> Result<Vec<(u16, u64)>> {
     let (status, text) = get(address, "/metrics", None)?;
     ensure!(status == 200, "/metrics answered {status}");
     let mut counts: Vec<(u16, u64)> = Vec::new();

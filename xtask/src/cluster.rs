@@ -211,13 +211,9 @@ struct Servers {
 
 impl Servers {
     fn start(binary: &Path, primary_url: &str, replica_url: &str, work: &Path) -> Result<Servers> {
-        let mut binds = Vec::new();
-        for _ in 0..SERVERS {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            binds.push(format!("127.0.0.1:{port}"));
-        }
+        let binds = (0..SERVERS)
+            .map(|_| Ok(format!("127.0.0.1:{}", crate::util::free_port()?)))
+            .collect::<Result<Vec<_>>>()?;
         let mut servers = Servers {
             binary: binary.to_path_buf(),
             primary_url: primary_url.to_string(),
@@ -374,12 +370,7 @@ listen stats
 
 impl Balancer {
     fn start(haproxy: &Path, servers: &[String], work: &Path) -> Result<Balancer> {
-        let free = || -> Result<String> {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            Ok(format!("127.0.0.1:{port}"))
-        };
+        let free = || -> Result<String> { Ok(format!("127.0.0.1:{}", crate::util::free_port()?)) };
         let (address, stats) = (free()?, free()?);
         let config = work.join("haproxy.cfg");
         let socket = work.join("haproxy.sock");

@@ -43,9 +43,7 @@ impl Cluster {
         let bin = postgres_bin()?;
         let dir = std::env::temp_dir().join(format!("lc-pg-{}", crate::util::random_hex(6)?));
         std::fs::create_dir_all(&dir)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::util::free_port()?;
         let cluster = Cluster { dir, port, bin };
         if crate::util::is_root() {
             // PostgreSQL refuses to run as root: the cluster belongs to the postgres user.

@@ -182,3 +182,11 @@ pub fn apt_install(packages: &[&str], hint: &str) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive");
     run(install).context(hint.to_string())
 }
+
+/// A loopback port that was free a moment ago (the system handed it out and it was let go),
+/// for a program that must be told its port.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

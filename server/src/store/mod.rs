@@ -54,15 +54,13 @@ pub struct ImportSummary {
 /// The records of an import file, as [`crate::import::records`] reads them.
 pub type ImportStream<'a> = Box<dyn Iterator<Item = Result<ImportRecord, ImportError>> + Send + 'a>;
 
-/// One database the server uses, as `/readyz` found it.
+/// One database the server uses, as `/readyz` reports it (why one does not answer goes to the
+/// log, when it stops answering).
 #[derive(Clone, Debug)]
 pub struct DatabaseState {
     /// `database` (SQLite), `primary`, `replica1`, ...
     pub name: String,
-    /// Its URL without the password, for the log.
-    pub shown: String,
-    /// Why it did not answer; `None` when it did.
-    pub error: Option<String>,
+    pub reachable: bool,
 }
 
 /// What `/readyz` reports.
@@ -93,8 +91,8 @@ impl Default for ReadReplicas {
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
-    /// A round trip to each database, reading a table of the schema (a replica: its lag), for
-    /// readiness.
+    /// Whether lookups can be answered, and each database's state: a round trip to the database
+    /// that is written, reading a table of the schema; a replica as last found (PostgreSQL).
     async fn readiness(&self) -> Readiness;
 
     /// The store's own metrics (PostgreSQL: each database's state, lookups and lag).

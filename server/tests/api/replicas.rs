@@ -80,6 +80,35 @@ fn metric_in(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
 }
 
+/// `/readyz` answers `status` with `first_line` and a line per database of `databases`
+/// (name, reachable), and `database_up` says the same of each.
+async fn assert_states(app: &TestApp, status: u16, first_line: &str, databases: &[(&str, bool)]) {
+    let response = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(response.status().as_u16(), status, "/readyz");
+    let mut expected = format!("{first_line}\n");
+    for (name, up) in databases {
+        expected.push_str(&format!(
+            "{name} {}\n",
+            if *up { "up" } else { "unreachable" }
+        ));
+    }
+    assert_eq!(response.text().await.expect("body"), expected);
+    let metrics = app.get_text("/metrics").await;
+    for (name, up) in databases {
+        let series = format!("database_up{{database=\"{name}\"}}");
+        assert_eq!(
+            metric_in(&metrics, &series),
+            f64::from(u8::from(*up)),
+            "{series}"
+        );
+    }
+}
+
 /// Polls until `order` answers `status`, for at most `within`; meanwhile only `503` may come
 /// (`tolerate_503`) or no 5xx at all.
 async fn wait_for(
@@ -152,19 +181,11 @@ async fn lookups_read_the_replica_and_writes_go_to_the_primary() {
         4.0
     );
     assert_eq!(
-        metric(&app, r#"database_up{database="replica1"}"#).await,
-        1.0
-    );
-    assert_eq!(
         metric(&app, r#"replication_lag_seconds{database="replica1"}"#).await,
         0.0,
         "a database that is not a standby has nothing to replay"
     );
-    assert_eq!(app.status("/readyz").await, 200);
-    assert_eq!(
-        app.get_text("/readyz").await,
-        "ready\nprimary up\nreplica1 up\n"
-    );
+    assert_states(&app, 200, "ready", &[("primary", true), ("replica1", true)]).await;
 }
 
 #[tokio::test]
@@ -190,15 +211,14 @@ async fn a_replica_out_of_reach_is_left_for_the_primary_and_used_again_when_back
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(app.status("/readyz").await, 200, "the primary serves");
-    assert_eq!(
-        app.get_text("/readyz").await,
-        "ready\nprimary up\nreplica1 unreachable\n"
-    );
-    assert_eq!(
-        metric(&app, r#"database_up{database="replica1"}"#).await,
-        0.0
-    );
+    // The primary serves.
+    assert_states(
+        &app,
+        200,
+        "ready",
+        &[("primary", true), ("replica1", false)],
+    )
+    .await;
     assert!(metric(&app, r#"database_lookups_total{database="primary"}"#).await >= 10.0);
 
     replica.make_reachable().await;
@@ -208,15 +228,31 @@ async fn a_replica_out_of_reach_is_left_for_the_primary_and_used_again_when_back
         204,
         "reading the replica again"
     );
-    assert_eq!(
-        metric(&app, r#"database_up{database="replica1"}"#).await,
-        1.0
-    );
-    assert_eq!(
-        app.get_text("/readyz").await,
-        "ready\nprimary up\nreplica1 up\n"
-    );
+    assert_states(&app, 200, "ready", &[("primary", true), ("replica1", true)]).await;
     eprintln!("the replica was back in the rotation after {back:?}");
+}
+
+#[tokio::test]
+async fn a_primary_out_of_reach_leaves_lookups_to_the_replica_and_says_so() {
+    let (replica, _replica_store) = replica().await;
+    let app = spawn_reading(&replica, true).await;
+    assert_states(&app, 200, "ready", &[("primary", true), ("replica1", true)]).await;
+
+    app.db.make_unreachable().await;
+    // The replica serves.
+    assert_states(
+        &app,
+        200,
+        "ready",
+        &[("primary", false), ("replica1", true)],
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(status_of(&app, "777").await, 200, "read from the replica");
+    }
+
+    app.db.make_reachable().await;
+    assert_states(&app, 200, "ready", &[("primary", true), ("replica1", true)]).await;
 }
 
 #[tokio::test]
@@ -238,11 +274,8 @@ async fn without_fall_back_a_replica_out_of_reach_is_a_prompt_503() {
             started.elapsed()
         );
     }
-    assert_eq!(app.status("/readyz").await, 503);
-    assert_eq!(
-        app.get_text("/readyz").await,
-        "database unreachable\nprimary up\nreplica1 unreachable\n"
-    );
+    let states = [("primary", true), ("replica1", false)];
+    assert_states(&app, 503, "database unreachable", &states).await;
     replica.make_reachable().await;
     wait_for(&app, "777", 200, Duration::from_secs(5), true).await;
 }

@@ -150,8 +150,7 @@ impl Store for PgStore {
             sqlx::query(PING).execute(&self.pool).await?;
             Ok(())
         };
-        let (serving, databases) = self.reads.readiness(primary).await;
-        Readiness { serving, databases }
+        self.reads.readiness(primary).await
     }
 
     fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {

@@ -2,14 +2,16 @@
 //! to the primary otherwise, or when no replica is left and falling back is allowed.
 //!
 //! A replica whose lookup fails for want of the database (it stopped, its connection broke, it
-//! cancelled the statement for a conflict with recovery) is taken out of the rotation at once,
-//! and the lookup is sent on to the next replica or the primary, so that only a lookup that ran
-//! out of time is lost. A task per replica asks it for its replication lag every second: the
+//! did not answer in time) is taken out of the rotation at once, and the lookup is sent on to
+//! the next replica or the primary (also after a statement cancelled for a conflict with
+//! recovery), so that only a lookup that ran out of time is lost. A task per replica asks it for its replication lag every second: the
 //! answer (or its absence) puts the replica back in the rotation or keeps it out, and is the
 //! lag that `/metrics` shows.
 
 use super::reads::Reads;
-use crate::store::{DatabaseLimits, DatabaseState, Lookup, LookupKey, Unreachable, redact};
+use crate::store::{
+    DatabaseLimits, DatabaseState, Lookup, LookupKey, Readiness, Unreachable, redact,
+};
 use anyhow::{Result, anyhow};
 use prometheus::{Gauge, IntCounter, IntGauge};
 use std::sync::Arc;
@@ -22,9 +24,9 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// One database that answers lookups.
 pub struct Target {
     /// `primary`, `replica1`, `replica2`, ...: the label in `/metrics` and `/readyz`.
-    pub name: String,
-    /// The URL without its password, for `/readyz` and the logs.
-    pub shown: String,
+    name: String,
+    /// The URL without its password, for the log.
+    shown: String,
     reads: Reads,
     up: AtomicBool,
     up_gauge: IntGauge,
@@ -39,7 +41,7 @@ impl Target {
         };
         let up_gauge = IntGauge::with_opts(opts(
             "database_up",
-            "1 while the database answers (a replica: its last probe or lookup succeeded).",
+            "1 while the database answers: its last probe, lookup or readiness check succeeded.",
         ))?;
         up_gauge.set(1);
         let lookups = IntCounter::with_opts(opts(
@@ -70,42 +72,55 @@ impl Target {
         self.up.load(Ordering::Acquire)
     }
 
+    /// Records whether the database answers; a change is logged once, with its reason, here
+    /// (not at every `/readyz`).
     fn set_up(&self, up: bool, why: Option<&anyhow::Error>) {
         let was = self.up.swap(up, Ordering::AcqRel);
         self.up_gauge.set(i64::from(up));
         match (was, up) {
             (true, false) => tracing::warn!(
                 database = %self.name,
+                url = %self.shown,
                 error = why.map(|e| format!("{e:#}")),
-                "read replica taken out of the rotation"
+                "database unreachable: no lookups are sent to it until it answers again"
             ),
             (false, true) => {
-                tracing::info!(database = %self.name, "read replica back in the rotation")
+                tracing::info!(database = %self.name, url = %self.shown, "database answers again")
             }
             _ => {}
         }
     }
 
+    /// A lookup on this database; one that fails for want of the database marks it down, and
+    /// one that succeeds marks it up (a load of the flag when nothing changed).
     async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {
-        let found = self.reads.lookup(key).await?;
-        self.lookups.inc();
-        Ok(found)
+        match self.reads.lookup(key).await {
+            Ok(found) => {
+                self.lookups.inc();
+                if !self.is_up() {
+                    self.set_up(true, None);
+                }
+                Ok(found)
+            }
+            Err(err) => {
+                if crate::store::is_unavailable(&err) {
+                    self.set_up(false, Some(&err));
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Asks the database for its lag; records the answer, or that there was none.
-    async fn probe(&self) -> Result<()> {
+    async fn probe(&self) {
         match self.reads.replication_lag().await {
             Ok(seconds) => {
                 if let Some(lag) = &self.lag {
                     lag.set(seconds);
                 }
                 self.set_up(true, None);
-                Ok(())
             }
-            Err(err) => {
-                self.set_up(false, Some(&err));
-                Err(err)
-            }
+            Err(err) => self.set_up(false, Some(&err)),
         }
     }
 
@@ -164,7 +179,7 @@ impl Router {
                     let Some(replica) = replica.upgrade() else {
                         return; // the store is gone
                     };
-                    let _ = replica.probe().await;
+                    replica.probe().await;
                 }
             });
         }
@@ -189,15 +204,9 @@ impl Router {
             }
             match replica.lookup(key).await {
                 Ok(found) => return Ok(found),
-                Err(err) => match judge(&err) {
-                    Failure::Elsewhere => replica.set_up(false, Some(&err)),
-                    Failure::OutOfTime => {
-                        // Its deadline is spent; the replica is out until it answers a probe.
-                        replica.set_up(false, Some(&err));
-                        return Err(err);
-                    }
-                    Failure::Request => return Err(err),
-                },
+                // Another database may answer; the replica marked itself down if it is gone.
+                Err(err) if is_worth_another_database(&err) => {}
+                Err(err) => return Err(err),
             }
         }
         if self.fall_back_to_primary {
@@ -207,23 +216,29 @@ impl Router {
         }
     }
 
-    /// Every database, asked now: the primary by `primary`, each replica by its probe; and
-    /// whether lookups can be answered.
+    /// The primary asked now (by `primary`); each replica as its probe (every second) or its
+    /// last lookup found it, so that a load balancer's frequent checks cost the replicas
+    /// nothing. And whether lookups can be answered.
     pub async fn readiness(
         &self,
         primary: impl std::future::Future<Output = Result<()>>,
-    ) -> (bool, Vec<DatabaseState>) {
-        let primary = primary.await;
-        let mut states = vec![DatabaseState::new(&self.primary, &primary)];
-        let mut replica_up = false;
-        for replica in &self.replicas {
-            let probed = replica.probe().await;
-            replica_up |= probed.is_ok();
-            states.push(DatabaseState::new(replica, &probed));
+    ) -> Readiness {
+        match primary.await {
+            Ok(()) => self.primary.set_up(true, None),
+            Err(err) => self.primary.set_up(false, Some(&err)),
         }
+        let replica_up = self.replicas.iter().any(|replica| replica.is_up());
         let primary_serves = self.replicas.is_empty() || self.fall_back_to_primary;
-        let serving = replica_up || (primary.is_ok() && primary_serves);
-        (serving, states)
+        Readiness {
+            serving: replica_up || (self.primary.is_up() && primary_serves),
+            databases: std::iter::once(&self.primary)
+                .chain(&self.replicas)
+                .map(|target| DatabaseState {
+                    name: target.name.clone(),
+                    reachable: target.is_up(),
+                })
+                .collect(),
+        }
     }
 
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
@@ -234,29 +249,11 @@ impl Router {
     }
 }
 
-impl DatabaseState {
-    fn new(target: &Target, answered: &Result<()>) -> DatabaseState {
-        DatabaseState {
-            name: target.name.clone(),
-            shown: target.shown.clone(),
-            error: answered.as_ref().err().map(|err| format!("{err:#}")),
-        }
-    }
-}
-
-/// What a failed lookup on a replica says.
-enum Failure {
-    /// The database could not be reached, its connection broke, or it cancelled the statement
-    /// for a conflict with the replay of the primary's changes (SQLSTATE 40001): another
-    /// database may answer.
-    Elsewhere,
-    /// The database did not answer in time: the lookup's deadline is spent.
-    OutOfTime,
-    /// Not the database's fault.
-    Request,
-}
-
-fn judge(err: &anyhow::Error) -> Failure {
+/// A failure that another database may not have: this one could not be reached or its
+/// connection broke (not a lookup that ran out of time, whose deadline is spent), or a standby
+/// cancelled the statement for a conflict with the replay of the primary's changes (SQLSTATE
+/// 40001, which leaves the replica in the rotation: it is well, the statement was unlucky).
+fn is_worth_another_database(err: &anyhow::Error) -> bool {
     let timed_out = err
         .chain()
         .any(|cause| cause.is::<tokio::time::error::Elapsed>());
@@ -266,15 +263,5 @@ fn judge(err: &anyhow::Error) -> Failure {
             .and_then(tokio_postgres::Error::code)
             .is_some_and(|code| code.code() == "40001")
     });
-    if recovery_conflict {
-        Failure::Elsewhere
-    } else if crate::store::is_unavailable(err) {
-        if timed_out {
-            Failure::OutOfTime
-        } else {
-            Failure::Elsewhere
-        }
-    } else {
-        Failure::Request
-    }
+    recovery_conflict || (crate::store::is_unavailable(err) && !timed_out)
 }
