@@ -5,7 +5,7 @@ use crate::auth::{SEARCH_SCOPE, hash_password};
 use crate::domain::{DepartmentToken, EntityId};
 use crate::limits::HttpLimits;
 use crate::model::Entity;
-use crate::startup::run as serve_on;
+use crate::startup::{Listeners, serve as serve_on};
 use crate::state::AppState;
 use crate::store::{self, DatabaseLimits, LookupKey, Opened, ReadReplicas, redact};
 use crate::{demo, import};
@@ -54,9 +54,19 @@ enum Command {
 
 #[derive(Args)]
 struct DatabaseArgs {
-    /// sqlite://FILE (created if missing) or postgres://USER:PASSWORD@HOST/DB.
+    /// sqlite://FILE (created if missing) or postgres://USER:PASSWORD@HOST/DB. A URL with a
+    /// password belongs in the environment or in a file, not on a command line.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
+    /// A file whose first line is the database URL, in place of DATABASE_URL (for secrets
+    /// mounted as files).
+    #[arg(
+        long,
+        env = "DATABASE_URL_FILE",
+        value_name = "FILE",
+        conflicts_with = "database_url"
+    )]
+    database_url_file: Option<PathBuf>,
     /// PostgreSQL: the longest a statement of the server may run (an import's are not bound).
     #[arg(long, env = "LINKED_CUSTOMER_DB_STATEMENT_TIMEOUT_MS",
         default_value_t = millis(DatabaseLimits::default().statement_timeout))]
@@ -78,6 +88,14 @@ struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
+    /// Takes the URL from `--database-url-file` when one is named.
+    fn resolve(&mut self) -> Result<()> {
+        if let Some(file) = &self.database_url_file {
+            self.database_url = read_secret(file)?;
+        }
+        Ok(())
+    }
+
     fn limits(&self) -> DatabaseLimits {
         DatabaseLimits {
             statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
@@ -97,6 +115,35 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LINKED_CUSTOMER_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
+    /// The listener's certificate chain (PEM): the API is served over TLS (1.2 and 1.3,
+    /// HTTP/1.1). Read again, with the key, on SIGHUP.
+    #[arg(
+        long,
+        env = "LINKED_CUSTOMER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "LINKED_CUSTOMER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Plain HTTP on an address other machines can reach, because a proxy in front (HAProxy, a
+    /// cloud load balancer) terminates TLS. Without it, such an address needs --tls-cert.
+    #[arg(
+        long,
+        env = "LINKED_CUSTOMER_TLS_TERMINATED_BY_PROXY",
+        conflicts_with = "tls_cert"
+    )]
+    tls_terminated_by_proxy: bool,
+    /// A second address, plain HTTP, for `/metrics` and `/readyz` (which then leave the API's
+    /// address): for the load balancer's health checks and the metrics scraper.
+    #[arg(long, env = "LINKED_CUSTOMER_ADMIN_BIND", value_name = "ADDR")]
+    admin_bind: Option<String>,
     #[command(flatten)]
     database: DatabaseArgs,
     /// PostgreSQL: a read replica of DATABASE_URL for lookups (repeat, or a comma-separated
@@ -108,12 +155,26 @@ struct ServeArgs {
         hide_env_values = true
     )]
     database_read_urls: Vec<String>,
+    /// A file of read replica URLs (one per line, or comma-separated), in place of
+    /// DATABASE_READ_URL.
+    #[arg(
+        long,
+        env = "DATABASE_READ_URL_FILE",
+        value_name = "FILE",
+        conflicts_with = "database_read_urls"
+    )]
+    database_read_url_file: Option<PathBuf>,
     /// When no read replica answers: read the primary (`primary`) or answer 503 (`none`).
     #[arg(long, env = "LINKED_CUSTOMER_READ_FALLBACK", value_enum, default_value_t = ReadFallback::Primary)]
     read_fallback: ReadFallback,
     /// Do not load the demo data into a new SQLite database.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "demo")]
     no_demo: bool,
+    /// Load the demo data into a new SQLite database, and allow its published login, even
+    /// where the server listens beyond this machine (by default the demo exists only on a
+    /// loopback address).
+    #[arg(long)]
+    demo: bool,
     /// How long a verified credential is trusted without a new password check.
     #[arg(long, env = "LINKED_CUSTOMER_AUTH_CACHE_SECONDS", default_value_t = 60)]
     auth_cache_seconds: u64,
@@ -142,6 +203,14 @@ enum ReadFallback {
 }
 
 impl ServeArgs {
+    fn resolve(&mut self) -> Result<()> {
+        self.database.resolve()?;
+        if let Some(file) = &self.database_read_url_file {
+            self.database_read_urls = read_secret_lines(file)?;
+        }
+        Ok(())
+    }
+
     fn replicas(&self) -> ReadReplicas {
         ReadReplicas {
             urls: self
@@ -172,9 +241,8 @@ enum SubscriberCommand {
         database: DatabaseArgs,
         #[arg(long)]
         username: String,
-        /// Read the password from the first line of standard input.
-        #[arg(long, required = true)]
-        password_stdin: bool,
+        #[command(flatten)]
+        password: NewPassword,
         /// A department the subscriber may use (repeat for more).
         #[arg(long = "department", required = true)]
         departments: Vec<String>,
@@ -195,22 +263,55 @@ enum SubscriberCommand {
         database: DatabaseArgs,
         #[arg(long)]
         username: String,
-        /// Read the new password from the first line of standard input.
-        #[arg(long, required = true)]
-        password_stdin: bool,
+        #[command(flatten)]
+        password: NewPassword,
     },
+}
+
+/// Where a new password comes from: standard input, or made here and printed once.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct NewPassword {
+    /// Read the password (at least 12 characters) from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Make a random password and print it once, on standard output.
+    #[arg(long)]
+    generate: bool,
+}
+
+/// The shortest password a subscriber may have.
+const MIN_PASSWORD_CHARS: usize = 12;
+
+impl NewPassword {
+    /// The password, and whether it was generated (and so is to be shown once).
+    fn read(&self) -> Result<(String, bool)> {
+        if self.generate {
+            return Ok((crate::auth::generate_password(), true));
+        }
+        let password = read_password()?;
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            bail!(
+                "the password must be at least {MIN_PASSWORD_CHARS} characters long \
+                 (or use --generate)"
+            );
+        }
+        Ok((password, false))
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Migrate(database)) => {
+        Some(Command::Migrate(mut database)) => {
+            database.resolve()?;
             open(&database).await?;
             println!("database is up to date: {}", redact(&database.database_url));
             Ok(())
         }
-        Some(Command::Import { database, file }) => {
+        Some(Command::Import { mut database, file }) => {
+            database.resolve()?;
             let reader = std::fs::File::open(&file)
                 .with_context(|| format!("could not read {}", file.display()))?;
             let opened = open(&database).await?;
@@ -244,30 +345,93 @@ async fn open_reading(database: &DatabaseArgs, replicas: &ReadReplicas) -> Resul
         .with_context(|| format!("database {}", redact(&database.database_url)))
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+async fn serve(mut args: ServeArgs) -> Result<()> {
+    args.resolve()?;
+    crate::limits::raise_descriptor_limit(args.limits().max_connections)?;
     let replicas = args.replicas();
-    let opened = open_reading(&args.database, &replicas).await?;
-    if opened.created && !args.no_demo {
-        demo::load(opened.store.as_ref()).await?;
-    }
     let listener = TcpListener::bind(&args.bind)
         .with_context(|| format!("could not listen on {}", args.bind))?;
     let address = listener.local_addr()?;
-    let base = format!("http://{address}");
+    // The demo's login is published: it may exist only where nobody else can reach it.
+    let local_only = address.ip().is_loopback();
+    let certificates = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::Certificates::load(crate::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })?),
+        _ => None,
+    };
+    if certificates.is_none() && !local_only && !args.tls_terminated_by_proxy {
+        bail!(
+            "{address} is reachable from other machines, and without TLS credentials and \
+             passwords would cross the network in clear: give --tls-cert and --tls-key, or \
+             --tls-terminated-by-proxy when a proxy in front terminates TLS"
+        );
+    }
+    let admin = match &args.admin_bind {
+        Some(bind) => {
+            Some(TcpListener::bind(bind).with_context(|| format!("could not listen on {bind}"))?)
+        }
+        None => None,
+    };
+    let opened = open_reading(&args.database, &replicas).await?;
+    if opened.created && !args.no_demo && (local_only || args.demo) {
+        demo::load(opened.store.as_ref()).await?;
+    }
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{address}");
     println!("linked-customer-server {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "{}",
+        match (&certificates, args.tls_terminated_by_proxy) {
+            (Some(certificates), _) => format!(
+                "TLS: certificate {} (read again on SIGHUP)",
+                certificates.files().cert.display()
+            ),
+            (None, true) => "TLS: terminated by a proxy in front; plain HTTP here".to_string(),
+            (None, false) => "TLS: none (plain HTTP, on loopback only)".to_string(),
+        }
+    );
     println!("database {}", redact(&args.database.database_url));
     for (i, url) in replicas.urls.iter().enumerate() {
         println!("read replica{} {}", i + 1, redact(url));
     }
     if demo_is_usable(&opened).await {
+        if !(local_only || args.demo) {
+            bail!(
+                "the demo login ({}) works in this database, and {address} is reachable from \
+                 other machines: remove it (`subscriber remove --username {}`) or start with \
+                 --demo to serve it anyway",
+                demo::USERNAME,
+                demo::USERNAME
+            );
+        }
         println!("{}", demo::instructions(&base));
+    } else if opened.created && !local_only && !args.no_demo {
+        println!("No demo data: {address} is reachable from other machines (--demo loads it).");
     }
     let mut state = AppState::new(opened.store, Duration::from_secs(args.auth_cache_seconds))?;
     state.limits = args.limits();
-    let server = serve_on(listener, state)?;
+    let admin_address = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    let listeners = Listeners {
+        api: listener,
+        tls: certificates
+            .as_ref()
+            .map(|c| c.server_config())
+            .transpose()?,
+        admin,
+    };
+    let server = serve_on(listeners, state)?;
     // Signal handlers exist before the address is announced, so no signal can be missed.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    if let Some(certificates) = certificates {
+        reload_on_hangup(certificates)?;
+    }
     let handle = server.handle();
     tokio::spawn(async move {
         let name = tokio::select! {
@@ -278,10 +442,31 @@ async fn serve(args: ServeArgs) -> Result<()> {
         handle.stop(true).await;
     });
     println!("Swagger UI: {base}/swagger-ui/");
+    if let Some(admin) = admin_address {
+        println!("operations (/metrics, /readyz) on http://{admin}");
+    }
     println!("listening on {base}");
     tracing::info!(%address, "listening");
     server.await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reads the certificate and key again at each SIGHUP; a pair that cannot be used leaves the
+/// one in use in place.
+fn reload_on_hangup(certificates: std::sync::Arc<crate::tls::Certificates>) -> Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match certificates.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificate and key"),
+                Err(err) => tracing::error!(
+                    error = format!("{err:#}"),
+                    "could not reload the TLS certificate; the one in use stays"
+                ),
+            }
+        }
+    });
     Ok(())
 }
 
@@ -293,22 +478,54 @@ async fn demo_is_usable(opened: &Opened) -> bool {
     ) else {
         return false;
     };
-    let found = opened
-        .store
-        .lookup(&LookupKey {
-            username: demo::USERNAME,
-            department: &department,
-            scope: SEARCH_SCOPE,
-            entity: Entity::Order,
-            entity_id,
-        })
-        .await;
-    match found {
-        Ok(Some(found)) if found.access.granted && found.document.is_some() => {
-            crate::auth::verify_password(demo::PASSWORD, &found.access.password_hash)
+    let lookup = |verified_hash: Option<String>| {
+        let department = &department;
+        async move {
+            let key = LookupKey {
+                username: demo::USERNAME,
+                department,
+                scope: SEARCH_SCOPE,
+                entity: Entity::Order,
+                entity_id,
+                verified_hash: verified_hash.as_deref(),
+            };
+            opened.store.lookup(&key).await.ok().flatten()
         }
-        _ => false,
+    };
+    let Some(found) = lookup(None).await else {
+        return false;
+    };
+    if !(found.access.granted
+        && crate::auth::verify_password(demo::PASSWORD, &found.access.password_hash))
+    {
+        return false;
     }
+    lookup(Some(found.access.password_hash))
+        .await
+        .is_some_and(|found| found.document.is_some())
+}
+
+/// The first line of `file`: a secret kept out of command lines and the environment.
+fn read_secret(file: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("could not read {}", file.display()))?;
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.is_empty() {
+        bail!("{} is empty", file.display());
+    }
+    Ok(line.to_string())
+}
+
+/// Every URL of `file`, one per line or comma-separated.
+fn read_secret_lines(file: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("could not read {}", file.display()))?;
+    Ok(text
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 fn read_password() -> Result<String> {
@@ -327,12 +544,13 @@ fn read_password() -> Result<String> {
 async fn subscriber(command: SubscriberCommand) -> Result<()> {
     match command {
         SubscriberCommand::Add {
-            database,
+            mut database,
             username,
-            password_stdin: _,
+            password,
             departments,
             scopes,
         } => {
+            database.resolve()?;
             if !crate::auth::is_valid_username(&username) {
                 bail!(
                     "a username must be 1 to 64 characters, without `:` or control characters \
@@ -343,15 +561,21 @@ async fn subscriber(command: SubscriberCommand) -> Result<()> {
                 .iter()
                 .map(|d| DepartmentToken::parse(d).map_err(anyhow::Error::msg))
                 .collect::<Result<Vec<_>>>()?;
-            let hash = hash_password(&read_password()?)?;
+            let (password, generated) = password.read()?;
+            let hash = hash_password(&password)?;
             let opened = open(&database).await?;
             opened
                 .store
                 .add_subscriber(&username, &hash, &departments, &scopes)
                 .await?;
             println!("added subscriber {username}");
+            show_generated(&password, generated);
         }
-        SubscriberCommand::Remove { database, username } => {
+        SubscriberCommand::Remove {
+            mut database,
+            username,
+        } => {
+            database.resolve()?;
             let opened = open(&database).await?;
             if !opened.store.remove_subscriber(&username).await? {
                 bail!("there is no subscriber {username}");
@@ -359,17 +583,27 @@ async fn subscriber(command: SubscriberCommand) -> Result<()> {
             println!("removed subscriber {username}");
         }
         SubscriberCommand::Passwd {
-            database,
+            mut database,
             username,
-            password_stdin: _,
+            password,
         } => {
-            let hash = hash_password(&read_password()?)?;
+            database.resolve()?;
+            let (password, generated) = password.read()?;
+            let hash = hash_password(&password)?;
             let opened = open(&database).await?;
             if !opened.store.set_password_hash(&username, &hash).await? {
                 bail!("there is no subscriber {username}");
             }
             println!("changed the password of subscriber {username}");
+            show_generated(&password, generated);
         }
     }
     Ok(())
+}
+
+/// A generated password is shown once, here, and kept nowhere but as its hash.
+fn show_generated(password: &str, generated: bool) {
+    if generated {
+        println!("password: {password}");
+    }
 }

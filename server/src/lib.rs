@@ -17,3 +17,4 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod tls;

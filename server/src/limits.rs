@@ -9,10 +9,12 @@
 //! deadline, then the request deadline, all spent), whatever state its parser is in.
 
 use crate::errors::ApiError;
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{ResponseError, rt};
+use anyhow::Context;
 use std::any::Any;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -124,8 +126,12 @@ impl Drop for InFlight {
 /// ends when the connection's data is dropped.
 pub fn watch_connection(limits: HttpLimits) -> impl Fn(&dyn Any, &mut Extensions) + Clone {
     move |io, extensions| {
-        let Some(stream) = io.downcast_ref::<rt::net::TcpStream>() else {
-            return;
+        let stream = match io.downcast_ref::<rt::net::TcpStream>() {
+            Some(plain) => plain,
+            None => match io.downcast_ref::<TlsStream<rt::net::TcpStream>>() {
+                Some(tls) => tls.get_ref().0,
+                None => return,
+            },
         };
         let Ok(socket) = stream.as_fd().try_clone_to_owned() else {
             return;
@@ -158,4 +164,58 @@ async fn watchdog(activity: Weak<Activity>, socket: std::net::TcpStream, limits:
             return;
         }
     }
+}
+
+/// Descriptors a server needs beyond its connections: the listeners, the database's files or
+/// sockets, logs, the password-check threads' wake-ups and the like.
+const SPARE_DESCRIPTORS: u64 = 256;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, and stops the start when even that is
+/// too low for `max_connections` (each connection holds two descriptors: its socket and the
+/// watchdog's duplicate). A common soft limit of 1024 would otherwise end about 500
+/// connections in `EMFILE`, failing requests instead of queueing them in the backlog.
+pub fn raise_descriptor_limit(max_connections: usize) -> anyhow::Result<()> {
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(SPARE_DESCRIPTORS);
+    let (soft, hard) = descriptor_limits()?;
+    if hard < needed {
+        anyhow::bail!(
+            "--max-connections {max_connections} needs about {needed} file descriptors, and \
+             this process may open at most {hard} (RLIMIT_NOFILE): raise the hard limit \
+             (`ulimit -Hn`, systemd's LimitNOFILE) or lower --max-connections to {}",
+            hard.saturating_sub(SPARE_DESCRIPTORS) / 2
+        );
+    }
+    if soft < hard {
+        set_soft_descriptor_limit(hard)?;
+        tracing::debug!(from = soft, to = hard, "raised the soft RLIMIT_NOFILE");
+    }
+    Ok(())
+}
+
+/// The soft and hard `RLIMIT_NOFILE`.
+pub fn descriptor_limits() -> anyhow::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` that lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("could not read RLIMIT_NOFILE");
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+fn set_soft_descriptor_limit(soft: u64) -> anyhow::Result<()> {
+    let (_, hard) = descriptor_limits()?;
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `setrlimit` reads one `rlimit` that lives across the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("could not raise RLIMIT_NOFILE");
+    }
+    Ok(())
 }

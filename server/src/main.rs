@@ -5,6 +5,7 @@ use std::process::ExitCode;
 #[actix_web::main]
 async fn main() -> ExitCode {
     return_large_blocks_to_the_system();
+    private_files();
     let cli = Cli::parse();
     let _logs = linked_customer_server::telemetry::init_logging();
     match cli::run(cli).await {
@@ -27,5 +28,14 @@ fn return_large_blocks_to_the_system() {
     // this runs first thing, before the server's threads start.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Whatever the server writes (the SQLite database and its `-wal` and `-shm` among them) is
+/// readable by its owner only: it holds password hashes and customer records.
+fn private_files() {
+    // SAFETY: `umask` only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }

@@ -36,17 +36,25 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub spec: Spec,
     pub limits: HttpLimits,
+    /// Bytes of stored customer documents that lookups read from the database: a refusal
+    /// reads none.
+    pub document_bytes: prometheus::IntCounter,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
         let auth = Authenticator::new(auth_cache_ttl)?;
         let metrics = Metrics::new()?;
-        metrics.register(Box::new(auth.password_checks()))?;
-        for collector in store.collectors() {
+        for collector in auth.collectors().into_iter().chain(store.collectors()) {
             metrics.register(collector)?;
         }
+        let document_bytes = prometheus::IntCounter::new(
+            "customer_document_bytes_read_total",
+            "Bytes of stored customer documents read from the database by lookups.",
+        )?;
+        metrics.register(Box::new(document_bytes.clone()))?;
         Ok(AppState {
+            document_bytes,
             store,
             auth,
             metrics: Arc::new(metrics),

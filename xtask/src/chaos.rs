@@ -327,14 +327,20 @@ fn abuse(server: &Server, password: &str, release: bool) -> Result<Vec<String>> 
         std::thread::sleep(Duration::from_millis(100));
     };
     let wrong_after = median_time(5, wrong)?;
+    // Every flood request is gone: the checks they shared must have gone with them.
+    let shared_left = metric(server, "password_checks_shared")?;
     report.push(format!(
-        "- reset flood: {} requests with random usernames in {} s over 32 connections, each reset 10 ms after sending; {checks_flood} password checks ran (the others were skipped: their requests had gone); server peak RSS so far {}; a wrong password refused again {} ms after the flood, then in {:.1} ms (median of 5)",
+        "- reset flood: {} requests with random usernames in {} s over 32 connections, each reset 10 ms after sending; {checks_flood} password checks ran (the others were skipped: their requests had gone); shared password checks left after it: {shared_left}; server peak RSS so far {}; a wrong password refused again {} ms after the flood, then in {:.1} ms (median of 5)",
         sent.load(Ordering::Relaxed),
         flood_for.as_secs(),
         bench::mib(after_flood),
         drained.as_millis(),
         wrong_after.0.as_secs_f64() * 1000.0
     ));
+    ensure!(
+        shared_left == 0,
+        "{shared_left} shared password checks were left behind by the flood's requests"
+    );
     ensure!(
         wrong_after.1 == 401,
         "a wrong password after the flood got {}",
@@ -458,13 +464,18 @@ fn median_time(n: usize, request: impl Fn() -> Result<(u16, String)>) -> Result<
 }
 
 fn password_checks(server: &Server) -> Result<u64> {
+    metric(server, "password_checks_total")
+}
+
+/// The value of the unlabelled metric `name` in the server's `/metrics`.
+fn metric(server: &Server, name: &str) -> Result<u64> {
     let (status, text) = bench::get(&server.address, "/metrics", None)?;
     ensure!(status == 200, "/metrics answered {status}");
     text.lines()
-        .find_map(|line| line.strip_prefix("password_checks_total "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse::<f64>().ok())
         .map(|value| value as u64)
-        .context("no password_checks_total in /metrics")
+        .with_context(|| format!("no {name} in /metrics"))
 }
 
 fn basic(user: &str, password: &str) -> String {

@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: every check and test of the project, cheapest first, stopping at the first
 //! failure with the name of the step and the command that reruns it.
 
-use crate::util::{banner, cargo, root, run as run_cmd};
+use crate::util::{banner, cargo, cargo_locked, root, run as run_cmd};
 use crate::{codegen, spec_lint};
 use anyhow::{Context, Result, bail};
 use std::time::Instant;
@@ -27,11 +27,26 @@ const STEPS: &[Step] = &[
         codegen_check,
     ),
     (
+        "supply chain: advisories, licences, bans, sources (cargo deny)",
+        "cargo xtask deny",
+        deny,
+    ),
+    (
+        "cargo deny refuses a dependency with a known advisory",
+        "cargo xtask deny --canary",
+        deny_canary,
+    ),
+    (
         "clippy",
-        "cargo clippy --workspace --all-targets -- -D warnings",
+        "cargo clippy --locked --workspace --all-targets -- -D warnings",
         clippy,
     ),
     ("tests (SQLite and PostgreSQL)", "cargo xtask test", tests),
+    (
+        "PostgreSQL's certificate verified: accepted with the CA, refused without it",
+        "cargo xtask pg-tls",
+        crate::pg_tls::run,
+    ),
     (
         "benchmark smoke run",
         "cargo xtask bench --smoke",
@@ -128,16 +143,18 @@ fn codegen_check() -> Result<()> {
     codegen::run(true)
 }
 
+/// The advisories from the database that `LC_ADVISORY_DB` names, as `cargo xtask deny` reads it.
+fn deny() -> Result<()> {
+    crate::deny::run_check(crate::deny::db_from_env()?, false)
+}
+
+fn deny_canary() -> Result<()> {
+    crate::deny::run_check(crate::deny::db_from_env()?, true)
+}
+
 fn clippy() -> Result<()> {
-    let mut cmd = cargo();
-    cmd.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
+    let mut cmd = cargo_locked("clippy");
+    cmd.args(["--workspace", "--all-targets", "--", "-D", "warnings"]);
     run_cmd(cmd)
 }
 
@@ -160,8 +177,7 @@ fn chaos() -> Result<()> {
 /// The workspace's tests, with a PostgreSQL server for the tests that need one.
 pub fn tests() -> Result<()> {
     let postgres = crate::postgres::admin_url()?;
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace"])
-        .env("TEST_POSTGRES_URL", postgres);
+    let mut cmd = cargo_locked("test");
+    cmd.arg("--workspace").env("TEST_POSTGRES_URL", postgres);
     run_cmd(cmd)
 }

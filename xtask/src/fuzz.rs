@@ -3,8 +3,8 @@
 //! toolchain. Not part of ci. A crash leaves its input in `fuzz/artifacts/TARGET/`: make it a
 //! regression test in the server's tests, then fix the parser.
 
-use crate::util::{banner, capture, cargo, root, run};
-use anyhow::{Context, Result, bail};
+use crate::util::{banner, capture, root, run};
+use anyhow::{Context, Result};
 use std::process::Command;
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -12,7 +12,7 @@ const TARGETS: [&str; 2] = ["authorization", "path_parameters"];
 
 pub fn run_targets(seconds: u64) -> Result<()> {
     ensure_nightly()?;
-    let cargo_fuzz = ensure_cargo_fuzz()?;
+    let cargo_fuzz = crate::tools::cargo_installed("cargo-fuzz", CARGO_FUZZ_VERSION)?;
     for target in TARGETS {
         banner(&format!("fuzzing {target} for {seconds} s"));
         let mut fuzz = Command::new(&cargo_fuzz);
@@ -49,36 +49,4 @@ fn ensure_nightly() -> Result<()> {
     let mut install = Command::new("rustup");
     install.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
     run(install)
-}
-
-/// cargo-fuzz at its pinned version, installed into `.tools/cargo-fuzz` on first use.
-fn ensure_cargo_fuzz() -> Result<std::path::PathBuf> {
-    let prefix = root().join(".tools/cargo-fuzz");
-    let binary = prefix.join("bin/cargo-fuzz");
-    let mut version = Command::new(&binary);
-    version.arg("--version");
-    if capture(version)
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
-    {
-        return Ok(binary);
-    }
-    banner(&format!(
-        "installing cargo-fuzz {CARGO_FUZZ_VERSION} into .tools/cargo-fuzz"
-    ));
-    let mut install = cargo();
-    install
-        .args([
-            "install",
-            "--locked",
-            "--version",
-            CARGO_FUZZ_VERSION,
-            "--root",
-        ])
-        .arg(&prefix)
-        .arg("cargo-fuzz");
-    run(install)?;
-    if !binary.exists() {
-        bail!("cargo install put no cargo-fuzz in {}", prefix.display());
-    }
-    Ok(binary)
 }

@@ -9,7 +9,9 @@ mod clients;
 mod cluster;
 mod codegen;
 mod contract;
+mod deny;
 mod fuzz;
+mod pg_tls;
 mod pgcluster;
 mod postgres;
 mod server;
@@ -47,6 +49,18 @@ enum Command {
         /// Regenerate in memory and fail, showing the diff, if the checked-in file differs.
         #[arg(long)]
         check: bool,
+    },
+    /// Supply chain: cargo-deny on the dependency graph with deny.toml (RustSec advisories,
+    /// licences, bans, sources: crates.io only).
+    Deny {
+        /// Prove the check can fail instead: a throwaway crate on a dependency with a known
+        /// advisory must be refused, naming it.
+        #[arg(long)]
+        canary: bool,
+        /// Where the advisories come from: the git bundle next to the repository
+        /// (../shared/advisory-db.bundle), or the live RustSec database.
+        #[arg(long, value_enum, env = "LC_ADVISORY_DB", default_value_t = deny::AdvisoryDb::Bundle)]
+        advisory_db: deny::AdvisoryDb,
     },
     /// Run schemathesis on openapi.yaml against fresh servers (SQLite, then PostgreSQL) with the
     /// demo fixture, or with --base-url against a running deployment, starting nothing.
@@ -102,6 +116,9 @@ enum Command {
         #[arg(long)]
         debug_build: bool,
     },
+    /// The server verifies its PostgreSQL's certificate: a cluster with a certificate from a CA
+    /// made in the run; accepted with the CA, refused without it or for another host name.
+    PgTls,
     /// A PostgreSQL primary and streaming replica, three release servers reading the replica and
     /// HAProxy in front, on loopback; runs until Ctrl-C, or with --test proves the topology.
     Cluster {
@@ -125,6 +142,10 @@ fn main() -> std::process::ExitCode {
         Command::Test => ci::tests(),
         Command::SpecLint { file } => spec_lint::run(file.as_deref()),
         Command::Codegen { check } => codegen::run(check),
+        Command::Deny {
+            canary,
+            advisory_db,
+        } => deny::run_check(advisory_db, canary),
         Command::Contract {
             base_url,
             user,
@@ -153,6 +174,7 @@ fn main() -> std::process::ExitCode {
             sqlite_mmap_mib,
         }),
         Command::Chaos { debug_build } => chaos::run(debug_build),
+        Command::PgTls => pg_tls::run(),
         Command::Cluster { test } => cluster::run(test),
         Command::Fuzz { seconds } => fuzz::run_targets(seconds),
     };

@@ -54,7 +54,7 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn data(&self) -> PathBuf {
+    pub fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
 

@@ -2,7 +2,7 @@
 //! browser test): built, given a fresh database with fixture data and a subscriber, started on
 //! a free port, and stopped (its database dropped) when the handle is dropped.
 
-use crate::util::{capture_with_input, cargo, random_hex, root, run, target_dir};
+use crate::util::{capture_with_input, cargo_locked, random_hex, root, run, target_dir};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -42,8 +42,8 @@ pub struct TestServer {
 
 /// Builds `linked-customer-server` (debug) and returns the path of the binary.
 pub fn build() -> Result<PathBuf> {
-    let mut build = cargo();
-    build.args(["build", "--quiet", "-p", "linked-customer-server"]);
+    let mut build = cargo_locked("build");
+    build.args(["--quiet", "-p", "linked-customer-server"]);
     run(build)?;
     Ok(target_dir().join("debug/linked-customer-server"))
 }

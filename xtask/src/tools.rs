@@ -1,8 +1,9 @@
-//! The pinned external tools (`tools/requirements.txt`, `tools/package.json` with its lockfile),
+//! The pinned external tools (`tools/requirements.lock`, compiled with hashes from
+//! `tools/requirements.txt`; `tools/package.json` with its lockfile; cargo-installed programs),
 //! installed on first use into the git-ignored `.tools/` folder and reinstalled when the pins change.
 
-use crate::util::{banner, rel, root, run};
-use anyhow::{Context, Result};
+use crate::util::{banner, capture, cargo, rel, root, run};
+use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,10 +23,12 @@ fn venv() -> PathBuf {
 
 /// Makes sure the Python venv with the pinned tools exists.
 pub fn ensure_python() -> Result<()> {
-    let requirements = root().join("tools/requirements.txt");
+    // The compiled lock, not the human-written requirements.txt: every package, dependencies
+    // included, pinned with the hashes of its files (its header says how to make it anew).
+    let requirements = root().join("tools/requirements.lock");
     let pins = fs::read_to_string(&requirements)
         .with_context(|| format!("reading {}", rel(&requirements)))?;
-    let stamp = venv().join("installed-requirements.txt");
+    let stamp = venv().join("installed-requirements.lock");
     if up_to_date(&stamp, &pins) {
         return Ok(());
     }
@@ -34,9 +37,13 @@ pub fn ensure_python() -> Result<()> {
     let mut create = Command::new("python3");
     create.args(["-m", "venv"]).arg(venv());
     run(create)?;
+    // --require-hashes: a file whose hash is not in the lock is refused, and so is a package
+    // the lock does not pin. --only-binary: wheels only, so that no package's build script runs
+    // (and no build dependency comes in unhashed).
     let mut install = Command::new(venv().join("bin/pip"));
     install
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(["--require-hashes", "--only-binary", ":all:", "-r"])
         .arg(&requirements);
     run(install)?;
     fs::write(&stamp, pins)?;
@@ -68,9 +75,18 @@ pub fn ensure_node() -> Result<()> {
         npm_dir().join("package.json"),
     )?;
     fs::copy(&lock, npm_dir().join("package-lock.json"))?;
+    // --ignore-scripts: no package's install script runs. The lockfile has one
+    // (`hasInstallScript`): @scarf/scarf, which Spectral depends on, and whose postinstall only
+    // reports the download to its authors; every tool works without it.
     let mut install = Command::new("npm");
     install
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .args([
+            "ci",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
         .current_dir(npm_dir());
     run(install)?;
     fs::write(&stamp, pins)?;
@@ -83,4 +99,52 @@ pub fn node_tool(name: &str) -> Command {
     cmd.env("REDOCLY_TELEMETRY", "off")
         .env("REDOCLY_SUPPRESS_UPDATE_NOTICE", "true");
     cmd
+}
+
+/// A cargo-installed program at its pinned version, built on first use (with the crate's own
+/// lockfile, `--locked`) into a folder of this user's cache named by crate and version, so that
+/// a fresh clone on the same machine does not build it again (several minutes for cargo-deny);
+/// returns the path of its binary.
+/// Where cargo-installed tools are kept: `LC_TOOLS_CACHE`, else `$XDG_CACHE_HOME/linked-customer`,
+/// else `~/.cache/linked-customer`, else `.tools` (no home to speak of).
+fn installed_tools_cache() -> PathBuf {
+    let from = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(dir) = from("LC_TOOLS_CACHE") {
+        PathBuf::from(dir)
+    } else if let Some(dir) = from("XDG_CACHE_HOME") {
+        PathBuf::from(dir).join("linked-customer")
+    } else if let Some(home) = from("HOME") {
+        PathBuf::from(home).join(".cache/linked-customer")
+    } else {
+        tools_dir()
+    }
+}
+
+pub fn cargo_installed(krate: &str, version: &str) -> Result<PathBuf> {
+    let prefix = installed_tools_cache().join(format!("{krate}-{version}"));
+    let binary = prefix.join("bin").join(krate);
+    let mut asked = Command::new(&binary);
+    asked.arg("--version");
+    // `cargo-deny 0.20.2`: the version is a word of its own.
+    if capture(asked).is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .any(|word| word == version)
+    }) {
+        return Ok(binary);
+    }
+    banner(&format!(
+        "installing {krate} {version} into {}",
+        rel(&prefix)
+    ));
+    let mut install = cargo();
+    install
+        .args(["install", "--locked", "--version", version, "--root"])
+        .arg(&prefix)
+        .arg(krate);
+    run(install)?;
+    if !binary.exists() {
+        bail!("cargo install put no {krate} in {}", rel(&prefix));
+    }
+    Ok(binary)
 }

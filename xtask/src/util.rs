@@ -159,6 +159,16 @@ pub fn cargo() -> Command {
     cargo
 }
 
+/// `cargo SUBCOMMAND --locked`, for every build, test, check and run of the workspace: the
+/// committed Cargo.lock is what gets built, and a manifest that no longer matches it fails
+/// instead of being resolved anew behind the reader's back. (`cargo --locked SUBCOMMAND` would
+/// not do: cargo keeps its own flags from the external subcommands such as clippy.)
+pub fn cargo_locked(subcommand: &str) -> Command {
+    let mut cmd = cargo();
+    cmd.args([subcommand, "--locked"]);
+    cmd
+}
+
 /// True when this process runs as root (and so may install Debian packages).
 pub fn is_root() -> bool {
     let mut id = Command::new("id");

@@ -94,12 +94,48 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
+/// A new random password: 24 characters of URL-safe base64 (144 bits).
+pub fn generate_password() -> String {
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(&argon2::password_hash::generate_salt());
+    bytes[16..].copy_from_slice(&argon2::password_hash::generate_salt());
+    let mut password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    password.truncate(24);
+    password
+}
+
 pub fn verify_password(password: &str, stored: &str) -> bool {
     PasswordHash::new(stored).is_ok_and(|hash| {
         Argon2::default()
             .verify_password(password.as_bytes(), &hash)
             .is_ok()
     })
+}
+
+/// One request's share of a password check in `in_flight`. When dropped, the entry goes if its
+/// check has answered (so that a later request checks again: a refusal is never cached) or if
+/// no other request waits on it any more.
+struct Waiting<'a> {
+    in_flight: &'a Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<bool>>>>,
+    flight: [u8; 32],
+    cell: &'a Arc<tokio::sync::OnceCell<bool>>,
+    answered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let Ok(mut in_flight) = self.in_flight.lock() else {
+            return;
+        };
+        let Some(running) = in_flight.get(&self.flight) else {
+            return;
+        };
+        // The map's reference and this request's: nobody else waits.
+        let last = Arc::strong_count(self.cell) <= 2;
+        if Arc::ptr_eq(running, self.cell) && (self.answered || last) {
+            in_flight.remove(&self.flight);
+        }
+    }
 }
 
 struct Verified {
@@ -123,6 +159,8 @@ pub struct Authenticator {
     checks: PasswordChecks,
     /// Checked against when the username is unknown (see `authorize`).
     decoy_hash: String,
+    /// The size of `in_flight`, set when `/metrics` is read.
+    shared_checks: prometheus::IntGauge,
 }
 
 impl Authenticator {
@@ -139,11 +177,29 @@ impl Authenticator {
             in_flight: Mutex::new(HashMap::new()),
             checks: PasswordChecks::start(cores, cores * QUEUED_PER_THREAD, CHECK_WAIT)?,
             decoy_hash: hash_password("a password that no request will match")?,
+            shared_checks: prometheus::IntGauge::new(
+                "password_checks_shared",
+                "Password checks being shared by the requests that wait on them now.",
+            )?,
         })
     }
 
-    /// argon2 checks that ran to the end: what the cache saves shows here, in `/metrics`.
-    pub fn password_checks(&self) -> prometheus::IntCounter {
+    /// argon2 checks that ran to the end (what the cache saves shows here), and the checks
+    /// being shared now, for `/metrics`.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.checks.done.clone()),
+            Box::new(self.shared_checks.clone()),
+        ]
+    }
+
+    /// Brings the gauges up to date, before `/metrics` is read.
+    pub fn update_gauges(&self) {
+        self.shared_checks.set(self.checks_in_flight() as i64);
+    }
+
+    #[cfg(test)]
+    fn password_checks(&self) -> prometheus::IntCounter {
         self.checks.done.clone()
     }
 
@@ -155,6 +211,15 @@ impl Authenticator {
         hasher.update(credentials.username.as_bytes());
         hasher.update(credentials.password.as_bytes());
         hasher.finalize().into()
+    }
+
+    /// The stored hash these credentials were last verified against, if they are in the cache
+    /// (fresh or not): a lookup reads the document only while the subscriber's hash is still
+    /// this one, and [`Authenticator::authorize`] decides as ever.
+    pub fn verified_hash(&self, credentials: &Credentials) -> Option<String> {
+        let key = self.cache_key(credentials);
+        let cache = self.verified.lock().ok()?;
+        cache.get(&key).map(|entry| entry.password_hash.clone())
     }
 
     /// Lets the request through if `credentials` name a subscriber (`access`, as read for this
@@ -212,20 +277,27 @@ impl Authenticator {
         let Some(cell) = cell else {
             return self.verify(password, stored).await;
         };
+        // Taken out of the map when this request is done with it, or dropped (its client went
+        // away): nothing is left behind, however the waiters end.
+        let mut waiting = Waiting {
+            in_flight: &self.in_flight,
+            flight,
+            cell: &cell,
+            answered: false,
+        };
         // The first request runs the check; the others wait for its answer. If it gives up
         // (its client went away) or the check could not be run, the next one tries itself.
         let answer = cell
             .get_or_try_init(|| self.verify(password, stored))
             .await
             .copied();
-        if let Ok(mut in_flight) = self.in_flight.lock()
-            && in_flight
-                .get(&flight)
-                .is_some_and(|running| Arc::ptr_eq(running, &cell))
-        {
-            in_flight.remove(&flight);
-        }
+        waiting.answered = true;
         answer
+    }
+
+    /// The password checks being shared now (what `in_flight` holds), for `/metrics`.
+    pub fn checks_in_flight(&self) -> usize {
+        self.in_flight.lock().map_or(0, |in_flight| in_flight.len())
     }
 
     /// A check that cannot be done now is a 503 (come back), never a 401 (wrong password).
@@ -417,6 +489,43 @@ mod tests {
                 "a refusal is never cached"
             );
         }
+    }
+
+    /// Every request waiting on a check goes away before it answers (their clients reset):
+    /// the shared entry goes with the last of them.
+    #[tokio::test]
+    async fn a_check_whose_waiters_all_went_away_leaves_nothing_behind() {
+        let auth = std::sync::Arc::new(Authenticator::new(Duration::from_secs(60)).unwrap());
+        let access = SubscriberAccess {
+            subscriber_id: 7,
+            password_hash: hash_password("s3cret").unwrap(),
+            granted: true,
+        };
+        for round in 0..20 {
+            let mut requests = tokio::task::JoinSet::new();
+            for _ in 0..4 {
+                let (auth, access) = (auth.clone(), access.clone());
+                // Different credentials in each round, shared by the round's four requests.
+                let credentials = parse_basic(&basic(&format!("user{round}:guess"))).unwrap();
+                requests.spawn(async move { auth.authorize(&credentials, Some(&access)).await });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert!(
+                auth.checks_in_flight() >= 1,
+                "round {round}: the check is shared"
+            );
+            requests.abort_all();
+            while requests.join_next().await.is_some() {}
+            assert_eq!(
+                auth.checks_in_flight(),
+                0,
+                "round {round}: an entry was left behind"
+            );
+        }
+        // And answered ones go as before.
+        let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
+        auth.authorize(&credentials, Some(&access)).await.unwrap();
+        assert_eq!(auth.checks_in_flight(), 0);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.auth.update_gauges();
     let text = state.metrics.render()?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -24,13 +24,17 @@ pub struct LookupKey<'a> {
     pub scope: &'a str,
     pub entity: Entity,
     pub entity_id: EntityId,
+    /// The stored hash this request's password was verified against (a cached credential):
+    /// the document is read only when the subscriber's hash is still this one.
+    pub verified_hash: Option<&'a str>,
 }
 
 /// What a lookup finds when the subscriber exists.
 #[derive(Clone, Debug)]
 pub struct Lookup {
     pub access: SubscriberAccess,
-    /// The linked customer's stored document; read only when the grant is there.
+    /// The linked customer's stored document; read only when the grant is there and the
+    /// subscriber's hash is [`LookupKey::verified_hash`].
     pub document: Option<String>,
 }
 
@@ -253,37 +257,35 @@ pub async fn open_replicated(
 }
 
 /// The URL with any password replaced (in the user part and in `password`-like query
-/// parameters), for logs and messages.
+/// parameters), for logs and messages. Read by a URL parser, as the drivers read it: a password
+/// holding `?`, `@`, `:` or `%` is hidden whole, and a URL that cannot be read is not shown.
 pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return format!("{scheme}:(a URL that could not be read; not shown)");
     };
-    let base = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                None => base.to_string(),
-            },
-            None => base.to_string(),
-        },
-        None => base.to_string(),
-    };
-    match query {
-        None => base,
-        Some(query) => {
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
-                        format!("{key}=***")
-                    }
-                    _ => pair.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", pairs.join("&"))
-        }
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    // What a parser takes for the path or the fragment may be the rest of a password.
+    if parsed.path().contains('@') || parsed.fragment().is_some() {
+        return format!("{scheme}:(a URL that could not be read; not shown)");
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key.to_ascii_lowercase().contains("password") {
+                    "***".to_string()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -303,6 +305,48 @@ mod tests {
         assert_eq!(
             redact("postgres://app@db/lc?sslmode=require&password=s3cret&sslpassword=k"),
             "postgres://app@db/lc?sslmode=require&password=***&sslpassword=***"
+        );
+    }
+
+    /// Passwords with the characters that split a URL: each is hidden whole.
+    #[test]
+    fn redact_reads_the_url_as_a_parser_does() {
+        for password in [
+            "Qw8?Er5",
+            "Qw8@Er5",
+            "Qw8:Er5",
+            "Qw8%41Er5",
+            "Qw8%Er5",
+            "Qw8?Er5@Ty6:Ui7",
+            "Qw8#Er5",
+            "Qw8/Er5",
+            "12/Er5",
+        ] {
+            let url = format!("postgres://app:{password}@db.example.com:5432/lc?sslmode=require");
+            let shown = redact(&url);
+            let hidden = password
+                .split(['?', '@', ':', '#', '/', '%'])
+                .filter(|p| p.len() > 1);
+            for piece in hidden {
+                assert!(!shown.contains(piece), "{url} shown as {shown}");
+            }
+            assert!(!shown.contains(password), "{url} shown as {shown}");
+        }
+        assert_eq!(
+            redact("postgres://app:p%40ss@db/lc?sslmode=verify-full"),
+            "postgres://app:***@db/lc?sslmode=verify-full"
+        );
+        assert_eq!(
+            redact("postgres://app:p@ss@db/lc"),
+            "postgres://app:***@db/lc"
+        );
+        assert_eq!(
+            redact("postgres://app@db/lc?password=a%3Fb%26c&x=1"),
+            "postgres://app@db/lc?password=***&x=1"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/lc/lc.db"),
+            "sqlite:///var/lib/lc/lc.db"
         );
     }
 }

@@ -38,6 +38,10 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
         );
     }
     let created = !path.exists();
+    if created {
+        create_private(&path)?;
+    }
+    seal(&path)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(options)
@@ -64,6 +68,46 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
         store: Arc::new(store),
         created,
     })
+}
+
+/// A new database file is created readable by its owner only: it holds the subscribers'
+/// password hashes and every customer record. SQLite gives its `-wal` and `-shm` files the
+/// database file's mode.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    Ok(())
+}
+
+/// Takes group and other access off the database file and its `-wal` and `-shm`, saying so:
+/// a file made by an older version, or copied in, may be readable by every local user.
+fn seal(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        let Ok(metadata) = std::fs::metadata(file) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+                .with_context(|| format!("could not make {} private", file.display()))?;
+            tracing::warn!(
+                file = %file.display(),
+                was = format!("{mode:o}"),
+                now = format!("{:o}", mode & 0o700),
+                "took group and other access off a database file"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn connect(path: &Path, read_only: bool, limits: &DatabaseLimits) -> Result<Connection> {
@@ -163,6 +207,7 @@ impl Store for SqliteStore {
                     "$3": key.scope,
                     "$4": key.entity.as_str(),
                     "$5": key.entity_id.get(),
+                    "$6": key.verified_hash,
                 },
                 |row| {
                     Ok(Lookup {

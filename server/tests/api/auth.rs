@@ -257,3 +257,64 @@ async fn saturated_password_checks_answer_503_and_cached_credentials_keep_workin
         assert_eq!(response.status(), 200, "a cached credential under load");
     }
 }
+
+/// The value of the unlabelled metric `name`.
+async fn metric(app: &crate::helpers::TestApp, name: &str) -> u64 {
+    crate::cli::metric(&app.address, name).await
+}
+
+on_both_databases! {
+    /// A wrong password of a known subscriber on an entity linked to a large document reads
+    /// no byte of it, and takes as long as one on an entity linked to nothing; the right
+    /// password reads it, checked or cached.
+    async fn a_document_is_read_only_after_the_password_matched(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let mut big = crate::helpers::fixture_line(1);
+        big["customer"]["id"] = 9001.into();
+        big["customer"]["customerUuid"] = "big-9001".into();
+        big["customer"]["emails"] = serde_json::json!([
+            {"emailAddress": "big@example.com", "comments": "x".repeat(4 << 20)}
+        ]);
+        big["links"] = serde_json::json!([{"entity": "ORDER", "entityId": 5001}]);
+        app.import(&big.to_string()).await.expect("import");
+        const BYTES: &str = "customer_document_bytes_read_total";
+        let before = metric(&app, BYTES).await;
+
+        let wrong = |entity_id: &'static str| {
+            let app = &app;
+            async move {
+                let started = std::time::Instant::now();
+                let response = app
+                    .get_customer_as(DEPARTMENT, "ORDER", entity_id, Some((USER, "wrong password")))
+                    .await;
+                assert_eq!(response.status(), 401, "{backend:?}");
+                started.elapsed()
+            }
+        };
+        // Alternated, so that the machine's load weighs on both alike.
+        let (mut linked, mut unlinked) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            linked.push(wrong("5001").await);
+            unlinked.push(wrong("5002").await);
+        }
+        assert_eq!(metric(&app, BYTES).await, before, "{backend:?}: a refusal read a document");
+        // The quickest of each: what the work costs, without the waits that other tests
+        // running at the same time add.
+        let linked = linked.into_iter().min().expect("times");
+        let unlinked = unlinked.into_iter().min().expect("times");
+        assert!(
+            linked < unlinked + unlinked / 2 + std::time::Duration::from_millis(10),
+            "{backend:?}: refused in {linked:?} on the large document, {unlinked:?} on nothing"
+        );
+
+        for (round, how) in ["checked", "cached"].iter().enumerate() {
+            let response = app.get_customer(DEPARTMENT, "ORDER", "5001").await;
+            assert_eq!(response.status(), 200, "{backend:?} {how}");
+            let read = metric(&app, BYTES).await - before;
+            assert!(
+                read > (4 << 20) * (round as u64 + 1),
+                "{backend:?} {how}: {read} bytes read"
+            );
+        }
+    }
+}

@@ -1,8 +1,11 @@
 //! What the README promises about settings, logs, signals and the command line, each held by
 //! a test against the real binary.
 
-use crate::cli::{ADD_U, ORDER_1001, Served, add_reader, assert_no_demo, get, ok, server, signal};
-use crate::helpers::{Backend, FIXTURE, TestDb};
+use crate::cli::{
+    ADD_U, ORDER_1001, PW, Served, add_reader, assert_no_demo, get, import_fixture, ok, server,
+    signal,
+};
+use crate::helpers::{Backend, TestDb};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -14,31 +17,8 @@ fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("claims.db").display())
 }
 
-fn import_fixture(url: &str, dir: &tempfile::TempDir) {
-    let file = dir.path().join("fixture.jsonl");
-    std::fs::write(&file, FIXTURE).expect("write");
-    ok(&server(
-        &[
-            "import",
-            "--database-url",
-            url,
-            file.to_str().expect("utf8"),
-        ],
-        None,
-    ));
-}
-
 async fn password_checks(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|line| line.strip_prefix("password_checks_total "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .expect("password_checks_total") as u64
+    crate::cli::metric(base, "password_checks_total").await
 }
 
 /// `LINKED_CUSTOMER_BIND` chooses the address, like `--bind`.
@@ -72,15 +52,15 @@ fn the_bind_address_comes_from_the_environment() {
 async fn the_credential_cache_expires_after_its_seconds() {
     let dir = tempfile::tempdir().expect("dir");
     let url = sqlite_url(&dir);
-    import_fixture(&url, &dir);
+    import_fixture(&url, dir.path());
     add_reader(&url);
     let served = Served::start(&url, &["--no-demo", "--auth-cache-seconds", "1"]);
     for _ in 0..3 {
-        assert_eq!(get(&served.base, ORDER_1001, "u", "pw").await.status(), 200);
+        assert_eq!(get(&served.base, ORDER_1001, "u", PW).await.status(), 200);
     }
     assert_eq!(password_checks(&served.base).await, 1, "cached");
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(get(&served.base, ORDER_1001, "u", "pw").await.status(), 200);
+    assert_eq!(get(&served.base, ORDER_1001, "u", PW).await.status(), 200);
     assert_eq!(
         password_checks(&served.base).await,
         2,
@@ -182,7 +162,7 @@ fn subscriber_commands_refuse_and_say_why() {
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     };
-    refused(&ADD_U, Some("other\n"), "is the name taken?");
+    refused(&ADD_U, Some("other-password\n"), "is the name taken?");
     refused(
         &[
             "subscriber",
@@ -191,7 +171,7 @@ fn subscriber_commands_refuse_and_say_why() {
             "nobody",
             "--password-stdin",
         ],
-        Some("pw\n"),
+        Some("password-of-nobody\n"),
         "there is no subscriber nobody",
     );
     refused(

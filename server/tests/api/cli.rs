@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_linked-customer-server");
+pub const BIN: &str = env!("CARGO_BIN_EXE_linked-customer-server");
 
 pub fn server(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
@@ -16,12 +16,19 @@ pub fn server(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("start the binary");
     if let Some(input) = stdin {
-        child
+        let written = child
             .stdin
             .take()
             .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+            .write_all(input.as_bytes());
+        // A command that refuses its arguments exits without reading its input.
+        if let Err(err) = written {
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "write stdin: {err}"
+            );
+        }
     }
     child.wait_with_output().expect("binary ran")
 }
@@ -78,14 +85,22 @@ impl Served {
             }
         };
         let stderr = std::fs::File::create(&log).expect("the server's log file");
+        // Loopback and a port of the system's choosing, unless the test names its own.
+        let bind: &[&str] = if extra.contains(&"--bind") {
+            &[]
+        } else {
+            &["--bind", "127.0.0.1:0"]
+        };
+        // An empty URL: the test names the database its own way (a file, the environment).
+        let database: &[&str] = if database_url.is_empty() {
+            &[]
+        } else {
+            &["--database-url", database_url]
+        };
         let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--database-url",
-                database_url,
-            ])
+            .arg("serve")
+            .args(database)
+            .args(bind)
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -181,11 +196,43 @@ pub const ADD_U: [&str; 7] = [
     "dept-north",
 ];
 
-/// Adds subscriber `u` / `pw` with `customer.search` on `dept-north`, through the CLI.
+/// The password of subscriber `u` (passwords have at least 12 characters).
+pub const PW: &str = "u-password-1";
+
+/// Adds subscriber `u` / [`PW`] with `customer.search` on `dept-north`, through the CLI.
 pub fn add_reader(database_url: &str) {
     let mut args = ADD_U.to_vec();
     args.extend(["--database-url", database_url]);
-    ok(&server(&args, Some("pw\n")));
+    ok(&server(&args, Some(&format!("{PW}\n"))));
+}
+
+/// Imports the fixture into the database at `url`, through `import` (the file goes in `dir`).
+pub fn import_fixture(url: &str, dir: &std::path::Path) {
+    let file = dir.join("fixture.jsonl");
+    std::fs::write(&file, crate::helpers::FIXTURE).expect("write");
+    ok(&server(
+        &[
+            "import",
+            "--database-url",
+            url,
+            file.to_str().expect("utf8"),
+        ],
+        None,
+    ));
+}
+
+/// The value of the unlabelled metric `name` in the `/metrics` of the server at `base`.
+pub async fn metric(base: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}")) as u64
 }
 
 pub const ORDER_1001: &str = "/customer/v2/department/dept-north/entity/ORDER/1001/customer";
@@ -219,7 +266,7 @@ on_both_databases! {
         // Nothing of the good first line was kept.
         add_reader(&db.url);
         let served = Served::start(&db.url, &["--no-demo"]);
-        let response = get(&served.base, ORDER_1001, "u", "pw").await;
+        let response = get(&served.base, ORDER_1001, "u", PW).await;
         assert_eq!(response.status(), 204, "{backend:?}");
     }
 }
@@ -244,7 +291,7 @@ async fn reimporting_a_customer_updates_it() {
 
     add_reader(&db.url);
     let served = Served::start(&db.url, &["--no-demo"]);
-    let body: Value = get(&served.base, ORDER_1001, "u", "pw")
+    let body: Value = get(&served.base, ORDER_1001, "u", PW)
         .await
         .json()
         .await
@@ -293,12 +340,12 @@ async fn subscriber_commands_take_effect_on_a_running_server() {
             "--scope",
             "customer.search",
         ],
-        Some("first-pw\n"),
+        Some("first-password\n"),
     ));
     assert!(added.contains("added subscriber ops"));
     let served = Served::start(&db.url, &["--no-demo"]);
     assert_eq!(
-        get(&served.base, ORDER_1001, "ops", "first-pw")
+        get(&served.base, ORDER_1001, "ops", "first-password")
             .await
             .status(),
         200
@@ -314,16 +361,16 @@ async fn subscriber_commands_take_effect_on_a_running_server() {
             "ops",
             "--password-stdin",
         ],
-        Some("second-pw\n"),
+        Some("second-password\n"),
     ));
     assert_eq!(
-        get(&served.base, ORDER_1001, "ops", "first-pw")
+        get(&served.base, ORDER_1001, "ops", "first-password")
             .await
             .status(),
         401
     );
     assert_eq!(
-        get(&served.base, ORDER_1001, "ops", "second-pw")
+        get(&served.base, ORDER_1001, "ops", "second-password")
             .await
             .status(),
         200
@@ -341,7 +388,7 @@ async fn subscriber_commands_take_effect_on_a_running_server() {
         None,
     ));
     assert_eq!(
-        get(&served.base, ORDER_1001, "ops", "second-pw")
+        get(&served.base, ORDER_1001, "ops", "second-password")
             .await
             .status(),
         401

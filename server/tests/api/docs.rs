@@ -33,6 +33,8 @@ fn the_import_and_subscriber_commands_run_as_written() {
     let example = block_after(heading, "json");
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("customers.jsonl"), &example).expect("example file");
+    std::fs::write(dir.path().join("new-password.txt"), "a-new-password-0815\n")
+        .expect("password file");
     let bin_dir = std::path::Path::new(BIN)
         .parent()
         .expect("the binary's folder");
@@ -57,6 +59,7 @@ fn the_import_and_subscriber_commands_run_as_written() {
     for said in [
         "imported customers.jsonl: 1 customers created, 0 updated, 1 links",
         "added subscriber crm",
+        "password: ",
         "changed the password of subscriber crm",
         "removed subscriber crm",
     ] {

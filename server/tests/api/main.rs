@@ -14,5 +14,7 @@ mod linked_customer;
 mod operations;
 mod process;
 mod replicas;
+mod security;
 mod spec_drift;
 mod storage;
+mod tls;

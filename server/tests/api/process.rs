@@ -1,7 +1,7 @@
 //! The server as a process, run as the real binary: shutdown under load, an import killed
 //! half-way, subscriber commands during an import, and what its logs say.
 
-use crate::cli::{ADD_U, ORDER_1001, Served, add_reader, get, ok, server, signal};
+use crate::cli::{ADD_U, ORDER_1001, PW, Served, add_reader, get, ok, server, signal};
 use crate::helpers::{Backend, FIXTURE, TestDb, fixture_line};
 use base64::Engine;
 use sqlx::Connection;
@@ -94,7 +94,7 @@ async fn sigterm_under_load_finishes_the_requests_in_flight() {
             "20000",
         ],
     );
-    assert_eq!(get(&served.base, ORDER_1001, "u", "pw").await.status(), 200);
+    assert_eq!(get(&served.base, ORDER_1001, "u", PW).await.status(), 200);
 
     let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
     sqlx::raw_sql("BEGIN; LOCK TABLE customer_documents IN ACCESS EXCLUSIVE MODE")
@@ -104,7 +104,7 @@ async fn sigterm_under_load_finishes_the_requests_in_flight() {
     let in_flight: Vec<_> = (0..4)
         .map(|_| {
             let base = served.base.clone();
-            tokio::spawn(async move { get(&base, ORDER_1001, "u", "pw").await.status() })
+            tokio::spawn(async move { get(&base, ORDER_1001, "u", PW).await.status() })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -145,7 +145,7 @@ async fn answers(base: &str) -> Vec<(u16, String)> {
         "/customer/v2/department/dept-north/entity/ORDER/500000/customer".to_string(),
         "/customer/v2/department/dept-north/entity/ORDER/500999/customer".to_string(),
     ] {
-        let response = get(base, &path, "u", "pw").await;
+        let response = get(base, &path, "u", PW).await;
         let status = response.status().as_u16();
         all.push((status, response.text().await.expect("body")));
     }
@@ -206,7 +206,7 @@ on_both_databases! {
             let started = Instant::now();
             let mut args = command.clone();
             args.extend(["--database-url", &db.url, "--db-lock-timeout-ms", "1000"]);
-            let output = server(&args, Some("new-password\n"));
+            let output = server(&args, Some("new-password-1\n"));
             let took = started.elapsed();
             let said = format!(
                 "{}{}",

@@ -5,6 +5,7 @@
 
 mod reads;
 mod replicas;
+mod tls;
 
 use super::{
     DatabaseLimits, ImportStream, ImportSummary, Lookup, LookupKey, Opened, ReadReplicas,
@@ -37,8 +38,7 @@ fn session_settings(limits: &DatabaseLimits) -> [(&'static str, String); 2] {
 }
 
 pub async fn open(url: &str, replicas: &ReadReplicas, limits: DatabaseLimits) -> Result<Opened> {
-    let options =
-        PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let (options, ssl_mode) = connect_options(url)?;
     // Migrations (and carrying a large database over) may take long: on a connection of their
     // own, without the server's statement timeout.
     let migrating = PgPoolOptions::new()
@@ -46,7 +46,7 @@ pub async fn open(url: &str, replicas: &ReadReplicas, limits: DatabaseLimits) ->
         .acquire_timeout(limits.acquire_timeout)
         .connect_with(options.clone())
         .await
-        .context("could not connect to PostgreSQL")?;
+        .map_err(|err| tls::connect_error(err, ssl_mode))?;
     sqlx::migrate!("./migrations/postgres")
         .run(&migrating)
         .await
@@ -59,7 +59,7 @@ pub async fn open(url: &str, replicas: &ReadReplicas, limits: DatabaseLimits) ->
         .acquire_timeout(limits.acquire_timeout)
         .connect_with(options.options(session_settings(&limits)))
         .await
-        .context("could not connect to PostgreSQL")?;
+        .map_err(|err| tls::connect_error(err, ssl_mode))?;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let primary = reads::Reads::open(url, cores * 2, limits).await?;
     let reads = replicas::Router::new(
@@ -74,6 +74,18 @@ pub async fn open(url: &str, replicas: &ReadReplicas, limits: DatabaseLimits) ->
         store: Arc::new(PgStore { pool, reads }),
         created: false,
     })
+}
+
+/// sqlx's options for `url`, with the `sslmode` that the read connections use too (`tls`):
+/// set here whatever sqlx would have taken by itself (its default `prefer`, or `PGSSLMODE`).
+/// Without `sslrootcert`, sqlx's rustls trusts the webpki roots, as the read connections do;
+/// with one, sqlx adds its CAs to those roots where the read connections trust the file alone,
+/// so the server starts only with a certificate from the file's CAs.
+fn connect_options(url: &str) -> Result<(PgConnectOptions, tls::SslMode)> {
+    let mode = tls::settings(url)?.mode;
+    let options =
+        PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    Ok((options.ssl_mode(mode.for_sqlx()), mode))
 }
 
 /// Where an import's records wait, in this transaction only, until they are merged.

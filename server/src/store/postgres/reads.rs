@@ -6,11 +6,11 @@
 //! A connection that fails is replaced at the next lookup that would have used it.
 
 use super::super::{DatabaseLimits, LOOKUP_SQL, Lookup, LookupKey, SubscriberAccess, Unreachable};
-use anyhow::{Context, Result, bail};
+use super::tls::{self, SslMode as TlsMode};
+use anyhow::{Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio_postgres::config::SslMode;
@@ -22,6 +22,8 @@ pub struct Reads {
     config: tokio_postgres::Config,
     limits: DatabaseLimits,
     tls: MakeRustlsConnect,
+    /// The effective `sslmode`, for the message of a refused certificate.
+    ssl_mode: TlsMode,
     slots: Vec<RwLock<Option<Arc<Connection>>>>,
     next: AtomicUsize,
 }
@@ -56,7 +58,7 @@ impl Reads {
     /// The same, with no connection opened yet: each is opened by the first lookup that needs
     /// it (a replica that is down when the server starts).
     pub fn new(url: &str, connections: usize, limits: DatabaseLimits) -> Result<Reads> {
-        let (mut config, tls) = config(url)?;
+        let (mut config, tls, ssl_mode) = config(url)?;
         // PostgreSQL ends a statement that runs too long itself, so that a stuck lookup costs
         // the database nothing after the request has been answered.
         let options: Vec<String> = super::session_settings(&limits)
@@ -69,6 +71,7 @@ impl Reads {
             config,
             limits,
             tls,
+            ssl_mode,
             slots: (0..connections.max(1)).map(|_| RwLock::new(None)).collect(),
             next: AtomicUsize::new(0),
         })
@@ -95,8 +98,14 @@ impl Reads {
             key.entity.as_str(),
             key.entity_id.get(),
         );
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-            [&key.username, &department, &key.scope, &entity, &entity_id];
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &key.username,
+            &department,
+            &key.scope,
+            &entity,
+            &entity_id,
+            &key.verified_hash,
+        ];
         let query = connection.client.query_opt(&connection.lookup, &params);
         let row = tokio::time::timeout(self.limits.statement_timeout, query)
             .await
@@ -130,14 +139,21 @@ impl Reads {
             .await
             .context("connecting to PostgreSQL timed out")
             .context(Unreachable)?
-            .context("could not connect to PostgreSQL")
+            .map_err(|err| tls::connect_error(err, self.ssl_mode))
             .context(Unreachable)?;
         tokio::spawn(async move {
             if let Err(err) = driver.await {
                 tracing::warn!(error = %err, "a PostgreSQL read connection closed");
             }
         });
-        let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8];
+        let types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+        ];
         let lookup = client
             .prepare_typed(LOOKUP_SQL, &types)
             .await
@@ -150,78 +166,47 @@ impl Reads {
     }
 }
 
-/// The connection settings of `url`, and TLS as its `sslmode` asks (libpq's meanings):
-/// `disable`; `prefer` (the default) and `require` encrypt without checking the certificate;
-/// `verify-ca` and `verify-full` check it against `sslrootcert` (a PEM file) or, without one,
-/// the Mozilla roots, and both check the host name.
-fn config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut ssl_mode = "prefer".to_string();
-    let mut root_cert = None;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        match pair.split_once('=') {
-            Some(("sslmode", value)) => ssl_mode = value.to_string(),
-            Some(("sslrootcert", value)) => root_cert = Some(percent_decode(value)),
-            _ => rest.push(pair),
-        }
-    }
-    let url = if rest.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    let mut config = tokio_postgres::Config::from_str(&url)
-        .context("DATABASE_URL is not a PostgreSQL URL that the read connections understand")?;
+/// The connection settings of `url`, and TLS as its effective `sslmode` asks (libpq's
+/// meanings, decided in `tls`): `disable`; `prefer` and `require` encrypt without checking the
+/// certificate; `verify-ca` and `verify-full` check it against `sslrootcert` (a PEM file) or,
+/// without one, the Mozilla roots, and both check the host name.
+fn config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect, TlsMode)> {
+    let tls::Settings {
+        mode,
+        root_cert,
+        mut config,
+    } = tls::settings(url)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS set-up")?;
-    let tls = match ssl_mode.as_str() {
-        "disable" | "allow" | "prefer" | "require" => {
-            config.ssl_mode(match ssl_mode.as_str() {
-                "disable" | "allow" => SslMode::Disable,
-                "prefer" => SslMode::Prefer,
-                _ => SslMode::Require,
-            });
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
-                .with_no_client_auth()
-        }
-        "verify-ca" | "verify-full" => {
-            config.ssl_mode(SslMode::Require);
-            let mut roots = rustls::RootCertStore::empty();
-            match root_cert {
-                Some(path) => {
-                    let pem = std::fs::read(&path)
-                        .with_context(|| format!("could not read sslrootcert {path}"))?;
-                    for cert in rustls_pemfile_certs(&pem)? {
-                        roots
-                            .add(cert)
-                            .context("sslrootcert holds an unusable certificate")?;
-                    }
+    let client = if mode.verifies() {
+        // tokio-postgres has no verify modes of its own: it requires TLS, and rustls checks.
+        config.ssl_mode(SslMode::Require);
+        let mut roots = rustls::RootCertStore::empty();
+        match root_cert {
+            Some(path) => {
+                for cert in tls::root_certs(&path)? {
+                    roots
+                        .add(cert)
+                        .context("sslrootcert holds an unusable certificate")?;
                 }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        other => bail!("DATABASE_URL has an unknown sslmode {other:?}"),
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        config.ssl_mode(match mode {
+            TlsMode::Disable | TlsMode::Allow => SslMode::Disable,
+            TlsMode::Prefer => SslMode::Prefer,
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
+        });
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
+            .with_no_client_auth()
     };
-    Ok((config, MakeRustlsConnect::new(tls)))
-}
-
-fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .context("sslrootcert is not a PEM file of certificates")
-}
-
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
+    Ok((config, MakeRustlsConnect::new(client), mode))
 }
 
 /// `prefer` and `require`: encrypted, the certificate taken as it comes (as libpq does).
@@ -280,13 +265,21 @@ mod tests {
 
     #[test]
     fn sslmode_is_read_as_libpq_reads_it() {
-        let (c, _) = config("postgres://u:p@h:5433/db").unwrap();
+        let (c, _, _) = config("postgres://u:p@localhost:5433/db").unwrap();
         assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
         assert_eq!(c.get_ports(), [5433]);
-        let (c, _) = config("postgres://u:p@h/db?sslmode=disable&application_name=x").unwrap();
+        // A host elsewhere is verified by default (`tls`): TLS required, rustls checking.
+        let (c, _, mode) = config("postgres://u:p@h:5433/db").unwrap();
+        assert_eq!(
+            (c.get_ssl_mode(), mode.as_str()),
+            (SslMode::Require, "verify-full")
+        );
+        let (c, _, _) = config("postgres://u:p@h/db?sslmode=disable&application_name=x").unwrap();
         assert_eq!(c.get_ssl_mode(), SslMode::Disable);
         assert_eq!(c.get_application_name(), Some("x"));
-        let (c, _) = config("postgres://u:p@h/db?sslmode=verify-full").unwrap();
+        let (c, _, _) = config("postgres://u:p@h/db?sslmode=prefer").unwrap();
+        assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
+        let (c, _, _) = config("postgres://u:p@h/db?sslmode=verify-full").unwrap();
         assert_eq!(c.get_ssl_mode(), SslMode::Require);
         assert!(config("postgres://u:p@h/db?sslmode=sometimes").is_err());
         assert!(config("postgres://u:p@h/db?sslmode=verify-ca&sslrootcert=/nonexistent").is_err());
