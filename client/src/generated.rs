@@ -333,6 +333,7 @@ Error codes (stable; a code is never reused for another meaning):
 | 2002 | NOT_AUTHORIZED | 401 | The credentials were refused, or do not grant `customer.search` on this department. |
 | 4004 | NOT_FOUND | 404 | No operation exists at this path. |
 | 4005 | METHOD_NOT_ALLOWED | 405 | The path exists but not for this method; see the `Allow` header. |
+| 4029 | TOO_MANY_REQUESTS | 429 | Too many password checks for this username or from this address; try again after the `Retry-After` header's seconds. |
 | 5000 | INTERNAL_ERROR | 500 | The server failed; quote the `x-request-id` response header when reporting it. |
 | 5003 | SERVICE_UNAVAILABLE | 503 | The server is saturated, its database is out of reach, or the request ran out of time; try again after the `Retry-After` header's seconds. |
 
@@ -531,11 +532,14 @@ a department or an entity exists without being allowed to see it.
 - Optional values that are not known are left out of the JSON object; no field is ever `null`.
 - Arrays are always present, and may be empty.
 - Timestamps are RFC 3339 date-times in UTC.
-- Every error response (`400`, `401`, `404`, `500`, `503`) has the same body: an `errors` array and a
+- Every answer of `getLinkedCustomer` carries `Cache-Control: no-store` and
+  `X-Content-Type-Options: nosniff`: it holds a customer's personal data or speaks of a
+  credential, and no cache may keep it.
+- Every error response (`400`, `401`, `404`, `429`, `500`, `503`) has the same body: an `errors` array and a
   `warnings` array (see the `ErrorResponse` schema for the table of codes).
 
 
-Version: 3.0.0*/
+Version: 4.0.0*/
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -571,7 +575,7 @@ impl Client {
 }
 impl ClientInfo<()> for Client {
     fn api_version() -> &'static str {
-        "3.0.0"
+        "4.0.0"
     }
     fn baseurl(&self) -> &str {
         self.baseurl.as_str()
@@ -595,6 +599,8 @@ entity (for example the customer who placed order 1001).
 - `204`: the department has no customer linked to that entity. There is no body.
 - `400`: a path parameter is malformed; one error per parameter at fault.
 - `401`: credentials are missing, wrong, or do not grant `customer.search` on this department.
+- `429`: too many password checks for this username or from this address; try again
+  after the `Retry-After` header's seconds. No password was checked.
 - `500`: the server failed; the body carries no internal detail. Quote the `x-request-id`
   response header when reporting it.
 - `503`: the server cannot answer now (saturated, its database out of reach, or out of
@@ -651,6 +657,9 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             500u16 => {

@@ -6,7 +6,8 @@
 //! HTTP Basic authentication and answers shaped for the caller: `Ok(Some(..))` for `200`,
 //! `Ok(None)` for `204`, and [`Error::Api`] with the status and the parsed error envelope for
 //! `400`, `401`, `500` and `503` (the server is saturated: try again after its `Retry-After`
-//! seconds). HTTPS works out of the box (rustls).
+//! seconds). HTTPS works out of the box (rustls, with the platform's trusted roots); a server
+//! whose certificate comes from a private CA is trusted with [`Client::with_ca_certificate_pem`].
 //!
 //! ```no_run
 //! use linked_customer_client::{Client, Entity, Error};
@@ -58,8 +59,9 @@
 //! ```
 //!
 //! Building a client never fails: a problem such as a base URL that is not an absolute `http` or
-//! `https` URL is kept, and every call of that client returns it as [`Error::Config`]. A program
-//! that wants to report it up front, as a usage error, asks [`Client::check`].
+//! `https` URL, or a CA certificate that does not parse, is kept, and every call of that client
+//! returns it as [`Error::Config`]. A program that wants to report it up front, as a usage
+//! error, asks [`Client::check`].
 //!
 //! Every type of the API is re-exported at the crate root ([`CustomerWithVehicles`],
 //! [`Entity`], [`ErrorResponse`], ...), except the envelope's error entry, which is
@@ -94,8 +96,19 @@ const IDLE: Duration = Duration::from_secs(4);
 #[derive(Clone, Debug)]
 pub struct Client {
     root: String,
+    /// What the HTTP client is built from, kept so that each builder method adds to it.
+    settings: Settings,
     /// The generated client, or why it could not be built (the message of [`Error::Config`]).
     inner: Result<generated::Client, String>,
+}
+
+/// The HTTP client's settings that the builder methods change.
+#[derive(Clone, Debug, Default)]
+struct Settings {
+    /// Sent with every request (the credentials).
+    headers: HeaderMap,
+    /// The only certificate authorities trusted for `https`; `None`: the platform's roots.
+    ca_roots: Option<Vec<reqwest::Certificate>>,
 }
 
 impl Client {
@@ -107,8 +120,13 @@ impl Client {
     /// [`Error::Config`]; [`Client::check`] tells it up front.
     pub fn new(base_url: &str) -> Self {
         let root = base_url.trim_end_matches('/').to_string();
-        let inner = check_base_url(base_url, &root).and_then(|()| build(&root, HeaderMap::new()));
-        Self { root, inner }
+        let settings = Settings::default();
+        let inner = check_base_url(base_url, &root).and_then(|()| build(&root, &settings));
+        Self {
+            root,
+            settings,
+            inner,
+        }
     }
 
     /// The same client, sending HTTP Basic credentials (a service subscriber's username and
@@ -117,23 +135,53 @@ impl Client {
     ///
     /// Never fails: a client that could not be built stays so, with its first reason.
     pub fn with_basic_auth(self, username: &str, password: &str) -> Self {
-        if self.inner.is_err() {
-            return self;
+        self.configure(|settings| {
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            let mut value = HeaderValue::try_from(format!("Basic {token}"))
+                .map_err(|err| format!("basic credentials: {err}"))?;
+            value.set_sensitive(true);
+            settings.headers.insert(AUTHORIZATION, value);
+            Ok(())
+        })
+    }
+
+    /// The same client, trusting for `https` the certificate authorities in `pem` (one CA
+    /// certificate, or several in one PEM bundle; called again, the CAs add up): for a server
+    /// whose certificate comes from a private CA.
+    ///
+    /// These CAs **replace** the platform's trusted roots rather than join them: a client meant
+    /// for a server of a private CA then accepts no other server, not even one with a public
+    /// certificate for the same name. A client that never calls this trusts the platform's
+    /// roots, as a server with a public certificate needs. Either way the certificate must be
+    /// valid for the base URL's host name; TLS is rustls (1.2 and 1.3).
+    ///
+    /// Never fails: PEM without a certificate, or with one that does not parse, leaves a client
+    /// that could not be built, which [`Client::check`] and every call report as
+    /// [`Error::Config`].
+    pub fn with_ca_certificate_pem(self, pem: &[u8]) -> Self {
+        self.configure(|settings| {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|err| format!("CA certificate: {err}"))?;
+            if certificates.is_empty() {
+                return Err("CA certificate: the PEM holds no certificate".to_string());
+            }
+            settings
+                .ca_roots
+                .get_or_insert_with(Vec::new)
+                .extend(certificates);
+            Ok(())
+        })
+    }
+
+    /// Applies `change` to the settings and builds the client again; a client that could not
+    /// be built stays so, with its first reason.
+    fn configure(mut self, change: impl FnOnce(&mut Settings) -> Result<(), String>) -> Self {
+        if self.inner.is_ok() {
+            self.inner =
+                change(&mut self.settings).and_then(|()| build(&self.root, &self.settings));
         }
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-        let inner = HeaderValue::try_from(format!("Basic {token}"))
-            .map_err(|err| format!("basic credentials: {err}"))
-            .and_then(|mut value| {
-                value.set_sensitive(true);
-                let mut headers = HeaderMap::new();
-                headers.insert(AUTHORIZATION, value);
-                build(&self.root, headers)
-            });
-        Self {
-            root: self.root,
-            inner,
-        }
+        self
     }
 
     /// `Ok(())` when the client was built, or the [`Error::Config`] that each of its calls
@@ -184,9 +232,9 @@ fn check_base_url(base_url: &str, root: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The generated client below the server `root`, sending `headers` with every request.
-fn build(root: &str, headers: HeaderMap) -> Result<generated::Client, String> {
-    let http = reqwest::Client::builder()
+/// The generated client below the server `root`, with these settings.
+fn build(root: &str, settings: &Settings) -> Result<generated::Client, String> {
+    let mut http = reqwest::Client::builder()
         .connect_timeout(TIMEOUT)
         .timeout(TIMEOUT)
         .pool_idle_timeout(IDLE)
@@ -194,9 +242,18 @@ fn build(root: &str, headers: HeaderMap) -> Result<generated::Client, String> {
             "linked-customer-client/",
             env!("CARGO_PKG_VERSION")
         ))
-        .default_headers(headers)
+        .default_headers(settings.headers.clone());
+    if let Some(roots) = &settings.ca_roots {
+        http = http.tls_certs_only(roots.iter().cloned());
+    }
+    // reqwest says only "builder error"; the reason (a CA certificate that does not parse, say)
+    // is its source.
+    let http = http
         .build()
-        .map_err(|err| format!("building the HTTP client: {err}"))?;
+        .map_err(|err| match std::error::Error::source(&err) {
+            Some(reason) => format!("building the HTTP client: {err}: {reason}"),
+            None => format!("building the HTTP client: {err}"),
+        })?;
     Ok(generated::Client::new_with_client(
         &format!("{root}{API_BASE_PATH}"),
         http,
@@ -482,6 +539,22 @@ mod tests {
              1003 INVALID_ENTITY_ID: bad id (x-request-id abc)"
         );
         assert_eq!(err.status(), Some(400));
+    }
+
+    #[test]
+    fn a_ca_certificate_that_does_not_parse_is_a_config_error() {
+        let garbled = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        for pem in [&b""[..], b"not PEM at all", garbled] {
+            let client = Client::new("https://127.0.0.1:8443")
+                .with_ca_certificate_pem(pem)
+                .with_basic_auth("user", "pa:ss");
+            let checked = client.check();
+            assert!(
+                matches!(&checked, Err(Error::Config(m)) if m.contains("certificate")),
+                "{:?}: {checked:?}",
+                String::from_utf8_lossy(pem)
+            );
+        }
     }
 
     #[test]

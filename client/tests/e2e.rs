@@ -1,7 +1,9 @@
 //! End to end: the real server of this workspace, started in-process on a free port (the
 //! server crate's `test_support`) on a fresh SQLite database with
 //! `tests/fixtures/customers.jsonl` imported, called through this crate and through its
-//! command-line program, `linked-customer-get`.
+//! command-line program, `linked-customer-get`. Over TLS, the server is the real binary with a
+//! certificate from a CA made in the test (rcgen): the client trusts that CA when told to
+//! (`with_ca_certificate_pem`, `--ca-cert`) and refuses the server otherwise.
 
 use anyhow::{Context, Result, bail, ensure};
 use linked_customer_client::{Client, Customer, CustomerWithVehicles, Entity, Error, Vehicle};
@@ -9,8 +11,10 @@ use linked_customer_server::limits::HttpLimits;
 use linked_customer_server::store::DatabaseLimits;
 use linked_customer_server::test_support::{self, Backend, Spawned, TestDb};
 use serde::Deserialize;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -130,16 +134,7 @@ async fn get_linked_customer_against_the_real_server() -> Result<()> {
 
 /// `linked-customer-get` prints the answer and tells each outcome apart by its exit status.
 fn command_line_program(root: &str, expected: &CustomerWithVehicles) -> Result<()> {
-    let get = PathBuf::from(env!("CARGO_BIN_EXE_linked-customer-get"));
-    let run = |args: &[&str]| -> Result<Output> {
-        Command::new(&get)
-            .args(args)
-            .env_remove("LINKED_CUSTOMER_BASE_URL")
-            .env_remove("LINKED_CUSTOMER_USER")
-            .env_remove("LINKED_CUSTOMER_PASSWORD")
-            .output()
-            .context("running linked-customer-get")
-    };
+    let run = |args: &[&str]| get_program(args, &[]);
     let with_auth = |rest: &[&str]| {
         let mut args = vec![
             "--base-url",
@@ -188,6 +183,24 @@ fn command_line_program(root: &str, expected: &CustomerWithVehicles) -> Result<(
         "{bad_url:?}"
     );
     Ok(())
+}
+
+/// Runs `linked-customer-get` with `args` and `env`, and no other settings from this process's
+/// environment.
+fn get_program(args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+    let mut get = Command::new(env!("CARGO_BIN_EXE_linked-customer-get"));
+    for variable in [
+        "LINKED_CUSTOMER_BASE_URL",
+        "LINKED_CUSTOMER_USER",
+        "LINKED_CUSTOMER_PASSWORD",
+        "LINKED_CUSTOMER_CA_CERT",
+    ] {
+        get.env_remove(variable);
+    }
+    get.args(args)
+        .envs(env.iter().copied())
+        .output()
+        .context("running linked-customer-get")
 }
 
 fn client(root: &str, credentials: Option<Credentials>) -> Client {
@@ -333,4 +346,268 @@ impl Server {
 fn closed_port_address() -> Result<std::net::SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
+}
+
+/// Over TLS: a client that trusts the server's CA gets its answers, through the library and the
+/// program; one that trusts the platform's roots (no CA given) or another CA is refused by its
+/// own TLS (a transport error, no answer).
+#[tokio::test]
+async fn over_tls_the_ca_certificate_is_trusted_and_nothing_else() -> Result<()> {
+    let ca = TestCa::new("linked-customer client test CA")?;
+    let server = TlsServer::start(&ca)?;
+    let (username, password) = TLS_SUBSCRIBER;
+    let trusting = |pem: &str| {
+        Client::new(&server.root)
+            .with_ca_certificate_pem(pem.as_bytes())
+            .with_basic_auth(username, password)
+    };
+
+    let found = trusting(&ca.pem)
+        .get_linked_customer(DEPARTMENT, Entity::Order, 1001)
+        .await
+        .map_err(|err| err.to_string());
+    assert_eq!(found, Ok(Some(fixture(DEPARTMENT)?)));
+
+    let other_ca = TestCa::new("another CA")?;
+    let refused = [
+        (
+            "the platform's roots",
+            client(&server.root, Some(TLS_SUBSCRIBER)),
+        ),
+        ("another CA", trusting(&other_ca.pem)),
+    ];
+    for (trusted, client) in refused {
+        let answer = client
+            .get_linked_customer(DEPARTMENT, Entity::Order, 1001)
+            .await;
+        match answer {
+            // The reason is further down than the error's own message ("error sending
+            // request"); the debug form shows the whole chain.
+            Err(Error::Transport(err)) => {
+                let reason = format!("{err:?}");
+                assert!(reason.contains("InvalidCertificate"), "{trusted}: {reason}");
+            }
+            other => panic!("{trusted}: expected a TLS refusal, got {other:?}"),
+        }
+    }
+
+    // The program, with the password in its environment.
+    let ca_file = server.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem)?;
+    let ca_file = ca_file.to_str().context("a UTF-8 path")?;
+    let get = |extra: &[&str]| {
+        let mut args = vec!["--base-url", &server.root, "--user", username];
+        args.extend_from_slice(extra);
+        args.extend([DEPARTMENT, "ORDER", "1001"]);
+        get_program(&args, &[("LINKED_CUSTOMER_PASSWORD", password)])
+    };
+    let found = get(&["--ca-cert", ca_file])?;
+    assert_eq!(found.status.code(), Some(0), "{found:?}");
+    let printed: CustomerWithVehicles = serde_json::from_slice(&found.stdout)?;
+    assert_eq!(printed, fixture(DEPARTMENT)?);
+
+    let untrusted = get(&[])?;
+    assert_eq!(untrusted.status.code(), Some(5), "{untrusted:?}");
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
+        "{untrusted:?}"
+    );
+    // A CA file that is missing, or that holds no certificate, is a usage error.
+    let missing = server.dir.path().join("missing.pem");
+    let not_pem = server.dir.path().join("key.pem");
+    for file in [&missing, &not_pem] {
+        let bad = get(&["--ca-cert", file.to_str().context("a UTF-8 path")?])?;
+        assert_eq!(bad.status.code(), Some(2), "{}: {bad:?}", file.display());
+    }
+    Ok(())
+}
+
+/// The subscriber of the TLS server: granted `customer.search` on DEPARTMENT (the server takes
+/// passwords of 12 characters or more).
+const TLS_SUBSCRIBER: Credentials = ("e2e-tls", "tls-granted-secret");
+
+/// A certificate authority made for one test.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// Its certificate, PEM.
+    pem: String,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Result<TestCa> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate()?;
+        let pem = params.self_signed(&key)?.pem();
+        Ok(TestCa {
+            issuer: Issuer::new(params, key),
+            pem,
+        })
+    }
+
+    /// A server certificate for loopback (`localhost` and `127.0.0.1`) and its key, PEM.
+    fn issue_for_loopback(&self) -> Result<(String, String)> {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(names)?.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// The real server binary over TLS, with a certificate from the test's CA, on a free loopback
+/// port of a fresh SQLite database: the fixture imported and [`TLS_SUBSCRIBER`] added through
+/// its `import` and `subscriber add` commands. Killed when dropped.
+///
+/// Not in-process like [`Server`]: `test_support` serves plain HTTP only, and the binary is what
+/// `--tls-cert` and `--tls-key` are given to in production.
+struct TlsServer {
+    /// `https://127.0.0.1:PORT`, as the server announced it.
+    root: String,
+    /// Its database, certificate, key and log.
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl TlsServer {
+    fn start(ca: &TestCa) -> Result<TlsServer> {
+        let binary = server_binary()?;
+        let dir = tempfile::tempdir()?;
+        let database_url = format!("sqlite://{}", dir.path().join("lc.db").display());
+        let (cert, key) = ca.issue_for_loopback()?;
+        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_file, cert)?;
+        std::fs::write(&key_file, key)?;
+
+        let server = |args: &[&str]| {
+            let mut command = Command::new(&binary);
+            command.args(args).env("DATABASE_URL", &database_url);
+            command
+        };
+        succeeds(server(&["import", FIXTURE]), "")?;
+        let (username, password) = TLS_SUBSCRIBER;
+        let add = server(&[
+            "subscriber",
+            "add",
+            "--username",
+            username,
+            "--password-stdin",
+            "--department",
+            DEPARTMENT,
+            "--scope",
+            SCOPE,
+        ]);
+        succeeds(add, &format!("{password}\n"))?;
+
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let mut serve = server(&["serve", "--bind", "127.0.0.1:0", "--no-demo"]);
+        serve
+            .arg("--tls-cert")
+            .arg(&cert_file)
+            .arg("--tls-key")
+            .arg(&key_file)
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let child = serve.spawn().context("starting linked-customer-server")?;
+        // Owned from here on, so that a failed start is killed too.
+        let mut server = TlsServer {
+            root: String::new(),
+            dir,
+            child,
+        };
+        server.root = announced_root(&mut server.child).with_context(|| {
+            let log = std::fs::read_to_string(server.dir.path().join("server.log"));
+            format!(
+                "the server did not say `listening on https://...` within 60 s; its log: {}",
+                log.unwrap_or_default()
+            )
+        })?;
+        Ok(server)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `command` with `input` on its standard input; fails with its stderr unless it succeeds.
+fn succeeds(mut command: Command, input: &str) -> Result<()> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Dropped after writing: the command sees the end of its input.
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let output = child.wait_with_output()?;
+    ensure!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// The `https://...` root the server announces on its stdout, which is read to the end on a
+/// thread of its own (a line after `listening on` must not meet a closed pipe).
+fn announced_root(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(root) = line.strip_prefix("listening on ") {
+                let _ = sender.send(root.to_string());
+            }
+        }
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(60))
+        .ok()
+        .filter(|root| root.starts_with("https://"))
+}
+
+/// The server's binary, built as `cargo xtask` builds it (`cargo build --locked -p
+/// linked-customer-server`: the same features, so that the later steps of `cargo xtask ci`
+/// find it built). Cargo builds a package's own binaries for its tests, not a dependency's.
+fn server_binary() -> Result<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cargo = Command::new(env!("CARGO"));
+    // Without the package's variables that cargo gave this test: ring's build script watches
+    // them, so with them it would run again, and all above it rebuild, at the next plain build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_MANIFEST_") {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    let output = cargo
+        .args(["build", "--locked", "-p", "linked-customer-server"])
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(workspace)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    ensure!(
+        output.status.success(),
+        "cargo build -p linked-customer-server failed"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == "linked-customer-server"
+                && message["executable"].is_string()
+        })
+        .and_then(|message| message["executable"].as_str().map(PathBuf::from))
+        .context("cargo build named no linked-customer-server executable")
 }

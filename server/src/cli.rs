@@ -1,7 +1,7 @@
 //! The command line: `serve` (the default), `migrate`, `import` and `subscriber`. Scripts
 //! depend on these names and flags: change them only with a deprecation.
 
-use crate::auth::{SEARCH_SCOPE, hash_password};
+use crate::auth::{SEARCH_SCOPE, ThrottleLimits, hash_password};
 use crate::domain::{DepartmentToken, EntityId};
 use crate::limits::HttpLimits;
 use crate::model::Entity;
@@ -194,6 +194,23 @@ struct ServeArgs {
     #[arg(long, env = "LINKED_CUSTOMER_MAX_CONNECTIONS",
         default_value_t = HttpLimits::default().max_connections)]
     max_connections: usize,
+    /// Password checks one username may start per minute (and at once); past it, `429`.
+    /// From an address where its password matched before, only the address's budget counts.
+    #[arg(long, env = "LINKED_CUSTOMER_PASSWORD_CHECKS_PER_USERNAME",
+        default_value_t = ThrottleLimits::default().per_username)]
+    password_checks_per_username: u32,
+    /// Password checks one client address (an IPv6 /64) may start per minute (and at once).
+    #[arg(long, env = "LINKED_CUSTOMER_PASSWORD_CHECKS_PER_ADDRESS",
+        default_value_t = ThrottleLimits::default().per_address)]
+    password_checks_per_address: u32,
+    /// A proxy whose `X-Forwarded-For` names the client (repeat, or a comma-separated list):
+    /// requests from it are budgeted by the address it forwards for.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LINKED_CUSTOMER_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -229,6 +246,10 @@ impl ServeArgs {
             header_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
             keep_alive: Duration::from_secs(self.keep_alive_seconds),
             max_connections: self.max_connections.max(1),
+            password_checks: ThrottleLimits {
+                per_username: self.password_checks_per_username.max(1),
+                per_address: self.password_checks_per_address.max(1),
+            },
         }
     }
 }
@@ -414,8 +435,12 @@ async fn serve(mut args: ServeArgs) -> Result<()> {
     } else if opened.created && !local_only && !args.no_demo {
         println!("No demo data: {address} is reachable from other machines (--demo loads it).");
     }
-    let mut state = AppState::new(opened.store, Duration::from_secs(args.auth_cache_seconds))?;
-    state.limits = args.limits();
+    let mut state = AppState::new(
+        opened.store,
+        Duration::from_secs(args.auth_cache_seconds),
+        args.limits(),
+    )?;
+    state.trusted_proxies = args.trusted_proxies.clone();
     let admin_address = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let listeners = Listeners {
         api: listener,

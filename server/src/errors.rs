@@ -45,6 +45,10 @@ pub const METHOD_NOT_ALLOWED: Code = Code {
     code: 4005,
     title: "METHOD_NOT_ALLOWED",
 };
+pub const TOO_MANY_REQUESTS: Code = Code {
+    code: 4029,
+    title: "TOO_MANY_REQUESTS",
+};
 pub const INTERNAL_ERROR: Code = Code {
     code: 5000,
     title: "INTERNAL_ERROR",
@@ -55,7 +59,7 @@ pub const SERVICE_UNAVAILABLE: Code = Code {
 };
 
 /// Every error code, in the order of the table in `openapi.yaml` (a test holds them to it).
-pub const ALL: [Code; 9] = [
+pub const ALL: [Code; 10] = [
     INVALID_DEPARTMENT_TOKEN,
     INVALID_ENTITY,
     INVALID_ENTITY_ID,
@@ -63,6 +67,7 @@ pub const ALL: [Code; 9] = [
     NOT_AUTHORIZED,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
+    TOO_MANY_REQUESTS,
     INTERNAL_ERROR,
     SERVICE_UNAVAILABLE,
 ];
@@ -96,6 +101,10 @@ pub enum ApiError {
     /// or the request ran out of time: come back, nothing is wrong with the request.
     #[error("unavailable")]
     Unavailable,
+    /// Too many password checks for this username or from this address: come back after the
+    /// wait, without a check.
+    #[error("too many password checks")]
+    TooManyRequests(crate::auth::Throttled),
     #[error(transparent)]
     Unexpected(anyhow::Error),
 }
@@ -130,6 +139,10 @@ impl ApiError {
             ApiError::Unavailable => vec![SERVICE_UNAVAILABLE.with_message(format!(
                 "The server cannot answer now; try again in {RETRY_AFTER_SECONDS} s (see Retry-After)."
             ))],
+            ApiError::TooManyRequests(throttled) => vec![TOO_MANY_REQUESTS.with_message(format!(
+                "Too many password checks; try again in {} s (see Retry-After).",
+                throttled.retry_after_seconds()
+            ))],
             ApiError::Unexpected(_) => vec![INTERNAL_ERROR.with_message(
                 "The server failed to answer. Quote the x-request-id header when reporting this.",
             )],
@@ -149,6 +162,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -164,6 +178,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
+            }
+            ApiError::TooManyRequests(throttled) => {
+                response.insert_header((header::RETRY_AFTER, throttled.retry_after_seconds()));
             }
             ApiError::Unexpected(err) => {
                 // The detail stays in the log (with the request id); the body says nothing of it.

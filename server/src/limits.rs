@@ -31,6 +31,8 @@ pub struct HttpLimits {
     pub keep_alive: Duration,
     /// Connections served at once, over all workers; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Password checks a username and a client address may start, per minute.
+    pub password_checks: crate::auth::ThrottleLimits,
 }
 
 impl Default for HttpLimits {
@@ -40,6 +42,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
             max_connections: 4096,
+            password_checks: crate::auth::ThrottleLimits::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Linked Customer API", version = "3.0.0"),
+    info(title = "Linked Customer API", version = "4.0.0"),
     paths(crate::routes::linked_customer::get_linked_customer),
     // Referenced by a path parameter and by the typed answer's bodies, which utoipa does not
     // collect by itself (the schemas they refer to come along).

@@ -39,11 +39,19 @@ pub struct AppState {
     /// Bytes of stored customer documents that lookups read from the database: a refusal
     /// reads none.
     pub document_bytes: prometheus::IntCounter,
+    /// Refused credentials, by reason (never by username).
+    pub refusals: prometheus::IntCounterVec,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, auth_cache_ttl: Duration) -> anyhow::Result<AppState> {
-        let auth = Authenticator::new(auth_cache_ttl)?;
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth_cache_ttl: Duration,
+        limits: HttpLimits,
+    ) -> anyhow::Result<AppState> {
+        let auth = Authenticator::new(auth_cache_ttl, limits.password_checks)?;
         let metrics = Metrics::new()?;
         for collector in auth.collectors().into_iter().chain(store.collectors()) {
             metrics.register(collector)?;
@@ -53,13 +61,24 @@ impl AppState {
             "Bytes of stored customer documents read from the database by lookups.",
         )?;
         metrics.register(Box::new(document_bytes.clone()))?;
+        let refusals = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "auth_refusals_total",
+                "Refused requests of getLinkedCustomer, by reason: missing_credentials, \
+                 not_authorized, throttled_username, throttled_address.",
+            ),
+            &["reason"],
+        )?;
+        metrics.register(Box::new(refusals.clone()))?;
         Ok(AppState {
             document_bytes,
+            refusals,
+            trusted_proxies: Vec::new(),
             store,
             auth,
             metrics: Arc::new(metrics),
             spec: Spec::load()?,
-            limits: HttpLimits::default(),
+            limits,
         })
     }
 }

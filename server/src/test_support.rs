@@ -140,8 +140,7 @@ pub async fn spawn_replicated(
     let opened = store::open_replicated(&db.url, replicas, database)
         .await
         .expect("open the test database");
-    let mut state = AppState::new(opened.store.clone(), Duration::from_secs(60)).expect("state");
-    state.limits = http;
+    let state = AppState::new(opened.store.clone(), Duration::from_secs(60), http).expect("state");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a random port");
     let port = listener.local_addr().expect("local address").port();
     let server = startup::run(listener, state).expect("server starts");

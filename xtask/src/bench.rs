@@ -11,6 +11,7 @@
 //! it so that this command keeps working.
 
 use crate::server::split_password;
+use crate::tls;
 use crate::util::{
     banner, capture, capture_with_input, cargo_locked, random_hex, rel, root, run as run_cmd,
 };
@@ -30,6 +31,11 @@ pub(crate) const CONNECTIONS: usize = 64;
 const THREADS: usize = 2;
 const SMOKE_CUSTOMERS: usize = 2000;
 const SMOKE_SECONDS: u64 = 5;
+/// The smoke run's TLS loads: long enough to prove that they work, short enough for ci.
+const SMOKE_TLS_SECONDS: u64 = 2;
+/// Threads of the new-connection loop (each one request on a new connection at a time): more
+/// than the cores, so that the server is busy while some of them wait on it.
+const FRESH_THREADS: usize = 8;
 const MARKDOWN: &str = "BENCHMARKS.md";
 
 /// Which databases to measure.
@@ -107,6 +113,13 @@ struct Measured {
     import_peak_kib: u64,
     healthz: Load,
     lookup: Load,
+    /// getLinkedCustomer over TLS (a second server, the same database), wrk keeping its
+    /// connections as in `lookup`.
+    lookup_tls: Load,
+    /// getLinkedCustomer on a new connection per request: plain HTTP, and TLS with a full
+    /// handshake each.
+    fresh: Load,
+    fresh_tls: Load,
     /// getLinkedCustomer answers during the load by status, from the server's `/metrics`.
     statuses: Vec<(u16, u64)>,
     server_peak_kib: u64,
@@ -164,19 +177,30 @@ pub fn run(options: &Options) -> Result<()> {
         banner("building the release server");
         build_release()?
     };
-    let wrk = wrk_program()?;
-    let time = time_program()?;
+    let rig = Rig {
+        wrk: wrk_program()?,
+        time: time_program()?,
+        binary,
+        data,
+        customers,
+        seconds,
+        tls_seconds: if options.smoke {
+            SMOKE_TLS_SECONDS
+        } else {
+            seconds
+        },
+        tls: tls::LocalTls::make(&work, "bench-server")?,
+        work,
+    };
 
     let mut results = Vec::new();
     for database in databases {
         banner(&format!("bench on {}", database.name()));
-        let result = measure(
-            database, &binary, &wrk, &time, &data, customers, seconds, &work,
-        )
-        .with_context(|| format!("bench on {}", database.name()))?;
+        let result =
+            measure(database, &rig).with_context(|| format!("bench on {}", database.name()))?;
         results.push(result);
     }
-    print_table(&results, customers, seconds);
+    print_table(&results, &rig);
     if options.smoke {
         return require_no_errors(&results);
     }
@@ -511,41 +535,56 @@ impl FreshDatabase {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    database: Database,
-    binary: &Path,
-    wrk: &Path,
-    time: &Path,
-    data: &Path,
+/// What the measurement of every database shares.
+struct Rig {
+    binary: PathBuf,
+    wrk: PathBuf,
+    time: PathBuf,
+    data: PathBuf,
     customers: usize,
     seconds: u64,
-    work: &Path,
-) -> Result<Measured> {
+    /// Seconds of each TLS and new-connection load (shorter in a smoke run).
+    tls_seconds: u64,
+    work: PathBuf,
+    /// The TLS server's certificate, and a client that trusts its CA.
+    tls: tls::LocalTls,
+}
+
+fn measure(database: Database, rig: &Rig) -> Result<Measured> {
+    let (customers, seconds, work) = (rig.customers, rig.seconds, rig.work.as_path());
     let fresh = FreshDatabase::new(database, work, customers)?;
-    let (import_seconds, import_peak_kib) =
-        import(binary, time, &fresh.url, data, customers, work)?;
+    let (import_seconds, import_peak_kib) = import(
+        &rig.binary,
+        &rig.time,
+        &fresh.url,
+        &rig.data,
+        customers,
+        work,
+    )?;
     let password = format!("pw-{}", random_hex(12)?);
-    add_subscriber(binary, &fresh.url, USER, &password, DEPARTMENTS)?;
+    add_subscriber(&rig.binary, &fresh.url, USER, &password, DEPARTMENTS)?;
 
     let log = work.join(format!("server-{}.log", database.key()));
-    let server = Server::start(binary, &fresh.url, &database.server_env(), &log)?;
+    let server = Server::start(&rig.binary, &fresh.url, &database.server_env(), &log)?;
     let auth = format!("Basic {}", base64(&format!("{USER}:{password}")));
-    sanity_checks(&server.address, &auth, customers)?;
+    sanity_checks(&server, &auth, customers)?;
 
     let script = work.join(format!("wrk-{}.lua", random_hex(4)?));
     write_private(&script, &healthz_script())?;
-    let healthz = load(wrk, &server.address, "/healthz", &script, seconds);
+    let healthz = load(&rig.wrk, &server.url("/healthz"), &script, seconds);
     write_private(&script, &lookup_script(customers, &auth))?;
-    let before = lookup_statuses(&server.address)?;
-    let lookup = load(wrk, &server.address, "/", &script, seconds);
+    let before = lookup_statuses(&server)?;
+    let lookup = load(&rig.wrk, &server.url("/"), &script, seconds);
     let _ = std::fs::remove_file(&script);
     let (healthz, lookup) = (healthz?, lookup?);
-    let after = lookup_statuses(&server.address)?;
+    let after = lookup_statuses(&server)?;
     let statuses = difference(&before, &after);
     let server_peak_kib = server.peak_kib()?;
     let server_peak_anon_kib = server.anon_peak.load(Ordering::Relaxed);
+    // After the peaks are read: a connection per request is not the load they describe.
+    let fresh_plain = fresh_connections(&server, customers, &auth, rig.tls_seconds)?;
     drop(server);
+    let (lookup_tls, fresh_tls) = measure_tls(database, rig, &fresh.url, &auth)?;
 
     let (pgbench_tps, links_rows) = match database {
         Database::Sqlite { .. } => (None, None),
@@ -563,12 +602,31 @@ fn measure(
         import_peak_kib,
         healthz,
         lookup,
+        lookup_tls,
+        fresh: fresh_plain,
+        fresh_tls,
         statuses,
         server_peak_kib,
         server_peak_anon_kib,
         pgbench_tps,
         links_rows,
     })
+}
+
+/// A second server on the same database, with TLS (the plain one stopped, so that the two do
+/// not share the cores): getLinkedCustomer over TLS with wrk's kept connections, then on a new
+/// connection per request. wrk does not check the certificate (Debian's build verifies none),
+/// which does not change what a handshake costs the server; the new-connection loop checks it.
+fn measure_tls(database: Database, rig: &Rig, url: &str, auth: &str) -> Result<(Load, Load)> {
+    let log = rig.work.join(format!("server-{}-tls.log", database.key()));
+    let server = Server::start_tls(&rig.binary, url, &database.server_env(), &log, &rig.tls)?;
+    sanity_checks(&server, auth, rig.customers)?;
+    let script = rig.work.join(format!("wrk-{}.lua", random_hex(4)?));
+    write_private(&script, &lookup_script(rig.customers, auth))?;
+    let kept = load(&rig.wrk, &server.url("/"), &script, rig.tls_seconds);
+    let _ = std::fs::remove_file(&script);
+    let fresh = fresh_connections(&server, rig.customers, auth, rig.tls_seconds)?;
+    Ok((kept?, fresh))
 }
 
 /// Runs the server's `import` under GNU time: (wall seconds, peak RSS in KiB).
@@ -655,7 +713,31 @@ pub(crate) fn add_subscriber(
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) address: String,
+    /// The operations port (`/metrics`, `/readyz`) when the server was given one
+    /// (`LINKED_CUSTOMER_ADMIN_BIND`); else they answer on `address`.
+    pub(crate) operations: Option<String>,
+    /// The client of a server that speaks TLS.
+    tls: Option<tls::Client>,
     pub(crate) anon_peak: Arc<AtomicU64>,
+}
+
+/// What the server's banner says that a caller needs.
+enum Announced {
+    /// `operations (/metrics, /readyz) on http://ADDR`
+    Operations(String),
+    /// `listening on http://ADDR` or `https://ADDR`
+    Listening(String),
+}
+
+impl Announced {
+    fn read(line: &str) -> Option<Announced> {
+        if let Some(address) = line.strip_prefix("operations (/metrics, /readyz) on http://") {
+            return Some(Announced::Operations(address.to_string()));
+        }
+        let url = line.strip_prefix("listening on ")?;
+        let address = url.split_once("://").map_or(url, |(_, address)| address);
+        Some(Announced::Listening(address.to_string()))
+    }
 }
 
 impl Server {
@@ -675,6 +757,39 @@ impl Server {
         url: &str,
         env: &[(&str, String)],
         log: &Path,
+    ) -> Result<Server> {
+        Server::launch(binary, bind, url, env, log, None)
+    }
+
+    /// [`Server::start`] serving TLS with `certificate` (its files given by the environment,
+    /// as an operator would).
+    pub(crate) fn start_tls(
+        binary: &Path,
+        url: &str,
+        env: &[(&str, String)],
+        log: &Path,
+        certificate: &tls::LocalTls,
+    ) -> Result<Server> {
+        let mut env = env.to_vec();
+        env.push((
+            "LINKED_CUSTOMER_TLS_CERT",
+            certificate.cert.display().to_string(),
+        ));
+        env.push((
+            "LINKED_CUSTOMER_TLS_KEY",
+            certificate.key.display().to_string(),
+        ));
+        let client = Some(certificate.client.clone());
+        Server::launch(binary, "127.0.0.1:0", url, &env, log, client)
+    }
+
+    fn launch(
+        binary: &Path,
+        bind: &str,
+        url: &str,
+        env: &[(&str, String)],
+        log: &Path,
+        tls: Option<tls::Client>,
     ) -> Result<Server> {
         let log_file = std::fs::File::create(log)?;
         let mut child = Command::new(binary)
@@ -696,8 +811,8 @@ impl Server {
             let mut log_file = log_file;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = writeln!(log_file, "{line}");
-                if let Some(base) = line.strip_prefix("listening on http://") {
-                    let _ = sender.send(base.to_string());
+                if let Some(announced) = Announced::read(&line) {
+                    let _ = sender.send(announced);
                 }
             }
         });
@@ -706,22 +821,23 @@ impl Server {
         let mut server = Server {
             child,
             address: String::new(),
+            operations: None,
+            tls,
             anon_peak,
         };
-        server.address = receiver
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|_| {
-                anyhow::anyhow!(
+        let deadline = Instant::now() + Duration::from_secs(60);
+        server.address = loop {
+            match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Announced::Operations(address)) => server.operations = Some(address),
+                Ok(Announced::Listening(address)) => break address,
+                Err(_) => bail!(
                     "the server did not say `listening on` within 60 s; its log: {}",
                     rel(log)
-                )
-            })?;
+                ),
+            }
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while get(&server.address, "/healthz", None)
-            .map(|(status, _)| status)
-            .ok()
-            != Some(200)
-        {
+        while server.get("/healthz", None).map(|(status, _)| status).ok() != Some(200) {
             if Instant::now() > deadline {
                 bail!(
                     "/healthz did not answer 200 within 30 s; the server's log: {}",
@@ -730,8 +846,30 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        println!("server on http://{} (log: {})", server.address, rel(log));
+        println!("server on {} (log: {})", server.url(""), rel(log));
         Ok(server)
+    }
+
+    /// `http://ADDRESS/PATH`, or `https://...` when the server speaks TLS.
+    pub(crate) fn url(&self, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.address)
+    }
+
+    /// One GET on a new connection to the API's port, over TLS when the server speaks it.
+    pub(crate) fn get(&self, path: &str, auth: Option<&str>) -> Result<(u16, String)> {
+        match &self.tls {
+            Some(client) => client.get(&self.address, path, auth),
+            None => get(&self.address, path, auth),
+        }
+    }
+
+    /// One GET of an operations endpoint (`/metrics`, `/readyz`), on its port when it has one.
+    pub(crate) fn operations_get(&self, path: &str) -> Result<(u16, String)> {
+        match &self.operations {
+            Some(address) => get(address, path, None),
+            None => self.get(path, None),
+        }
     }
 
     /// The server's peak resident memory so far (`VmHWM`), in KiB.
@@ -776,8 +914,18 @@ impl Drop for Server {
 
 /// One HTTP/1.1 GET on a new connection: (status, body).
 pub(crate) fn get(address: &str, path: &str, auth: Option<&str>) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(address)?;
+    let stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(stream, address, path, auth)
+}
+
+/// One HTTP/1.1 GET on `stream`, which the server closes after its answer: (status, body).
+pub(crate) fn exchange(
+    mut stream: impl Read + Write,
+    address: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> Result<(u16, String)> {
     let auth = auth
         .map(|value| format!("Authorization: {value}\r\n"))
         .unwrap_or_default();
@@ -785,8 +933,15 @@ pub(crate) fn get(address: &str, path: &str, auth: Option<&str>) -> Result<(u16,
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
     )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
+    let mut bytes = Vec::new();
+    match stream.read_to_end(&mut bytes) {
+        Ok(_) => {}
+        // A TLS peer that closes without `close_notify` (as HTTP/1.1 allows once the answer
+        // is whole) ends the stream with this error, after the answer.
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof && !bytes.is_empty() => {}
+        Err(err) => return Err(err.into()),
+    }
+    let answer = String::from_utf8_lossy(&bytes);
     let status = answer
         .strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))
@@ -808,14 +963,14 @@ pub(crate) fn lookup_path(index: usize, entity: &str) -> String {
 }
 
 /// Before the load: found customers answer 200 with their own data, unlinked entities 204.
-fn sanity_checks(address: &str, auth: &str, customers: usize) -> Result<()> {
+fn sanity_checks(server: &Server, auth: &str, customers: usize) -> Result<()> {
     let span = lookup_span(customers);
     let found = [0, customers / 2, customers - 1];
     let missing = [customers, customers + 1, span.max(customers + 3) - 1];
     for entity in ["ORDER", "APPOINTMENT"] {
         for index in found {
             let path = lookup_path(index, entity);
-            let (status, body) = get(address, &path, Some(auth))?;
+            let (status, body) = server.get(&path, Some(auth))?;
             let id = customer_id(index);
             ensure!(
                 status == 200 && body.contains(&format!("\"customerId\":\"{id}\"")),
@@ -824,7 +979,7 @@ fn sanity_checks(address: &str, auth: &str, customers: usize) -> Result<()> {
         }
         for index in missing {
             let path = lookup_path(index, entity);
-            let (status, body) = get(address, &path, Some(auth))?;
+            let (status, body) = server.get(&path, Some(auth))?;
             ensure!(
                 status == 204,
                 "GET {path} (not linked) answered {status}, not 204: {body}"
@@ -836,8 +991,8 @@ fn sanity_checks(address: &str, auth: &str, customers: usize) -> Result<()> {
 }
 
 /// getLinkedCustomer answers so far, by status, from the server's own `/metrics`.
-fn lookup_statuses(address: &str) -> Result<Vec<(u16, u64)>> {
-    let (status, text) = get(address, "/metrics", None)?;
+fn lookup_statuses(server: &Server) -> Result<Vec<(u16, u64)>> {
+    let (status, text) = server.operations_get("/metrics")?;
     ensure!(status == 200, "/metrics answered {status}");
     let mut counts: Vec<(u16, u64)> = Vec::new();
     for line in text.lines() {
@@ -946,13 +1101,8 @@ pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn load(
-    wrk: &Path,
-    address: &str,
-    path: &str,
-    script: &Path,
-    seconds: u64,
-) -> Result<Load> {
+/// wrk on `url` (`http://` or `https://`) with `script` for `seconds`.
+pub(crate) fn load(wrk: &Path, url: &str, script: &Path, seconds: u64) -> Result<Load> {
     let mut cmd = Command::new(wrk);
     cmd.arg(format!("-t{THREADS}"))
         .arg(format!("-c{CONNECTIONS}"))
@@ -961,7 +1111,7 @@ pub(crate) fn load(
         .arg("5s")
         .arg("-s")
         .arg(script)
-        .arg(format!("http://{address}{path}"));
+        .arg(url);
     println!("$ {}", crate::util::display(&cmd));
     let output = capture(cmd)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -973,6 +1123,11 @@ pub(crate) fn load(
         );
     }
     let load = parse_wrk(&stdout)?;
+    print_load(&load);
+    Ok(load)
+}
+
+fn print_load(load: &Load) {
     println!(
         "{:.0} requests/s, p50 {} p99 {} p99.9 {}, {} answers >= 400, {} socket errors",
         load.per_second,
@@ -982,7 +1137,6 @@ pub(crate) fn load(
         load.bad_status,
         load.socket_errors
     );
-    Ok(load)
 }
 
 fn parse_wrk(stdout: &str) -> Result<Load> {
@@ -1016,6 +1170,96 @@ fn parse_wrk(stdout: &str) -> Result<Load> {
         "wrk printed {seen} of the 7 figures its script's done() writes:\n{stdout}"
     );
     Ok(load)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A new connection per request
+
+/// What one thread of [`fresh_connections`] saw: the latency of each answer (microseconds),
+/// answers other than 200 and 204, and requests that got no answer.
+#[derive(Default)]
+struct Seen {
+    latencies: Vec<u64>,
+    bad_status: u64,
+    socket_errors: u64,
+}
+
+/// getLinkedCustomer, each request on a new connection (over TLS, with a full handshake and
+/// the certificate checked, when the server speaks it), from [`FRESH_THREADS`] threads for
+/// `seconds`, on the lookups wrk makes. wrk keeps its connections open, so this loop of our own
+/// measures what a connection costs; the threads run beside the server on the same cores.
+fn fresh_connections(server: &Server, customers: usize, auth: &str, seconds: u64) -> Result<Load> {
+    println!(
+        "$ {FRESH_THREADS} threads, getLinkedCustomer on a new connection per request, {seconds} s: {}",
+        server.url("/")
+    );
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let seen: Vec<Seen> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..FRESH_THREADS)
+            .map(|thread| {
+                scope.spawn(move || fresh_requests(server, customers, auth, thread, until))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().unwrap_or_default())
+            .collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies: Vec<u64> = seen
+        .iter()
+        .flat_map(|s| s.latencies.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let load = Load {
+        requests: latencies.len() as u64,
+        per_second: latencies.len() as f64 / elapsed,
+        p50: percentile(&latencies, 50.0),
+        p99: percentile(&latencies, 99.0),
+        p999: percentile(&latencies, 99.9),
+        bad_status: seen.iter().map(|s| s.bad_status).sum(),
+        socket_errors: seen.iter().map(|s| s.socket_errors).sum(),
+    };
+    print_load(&load);
+    Ok(load)
+}
+
+/// One thread of [`fresh_connections`]: random lookups (seeded by `thread`) until `until`.
+fn fresh_requests(
+    server: &Server,
+    customers: usize,
+    auth: &str,
+    thread: usize,
+    until: Instant,
+) -> Seen {
+    let mut rng = Lcg::new(thread);
+    let mut seen = Seen::default();
+    while Instant::now() < until {
+        let index = rng.below(lookup_span(customers));
+        let path = lookup_path(index, rng.pick(&["ORDER", "APPOINTMENT"]));
+        let sent = Instant::now();
+        match server.get(&path, Some(auth)) {
+            Ok((status, _)) => {
+                seen.latencies.push(sent.elapsed().as_micros() as u64);
+                if ![200, 204].contains(&status) {
+                    seen.bad_status += 1;
+                }
+            }
+            Err(_) => seen.socket_errors += 1,
+        }
+    }
+    seen
+}
+
+/// The `p`th percentile of `sorted` (nearest rank), as f64 like wrk's.
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    // Less a hair, so that a product such as 0.999 × 1000 that floats put just past 999 is 999.
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1153,23 +1397,46 @@ pub(crate) fn errors(load: &Load) -> u64 {
     load.bad_status + load.socket_errors
 }
 
-fn print_table(results: &[Measured], customers: usize, seconds: u64) {
+impl Measured {
+    /// Every load with its name in the tables (Markdown: a path in a code span).
+    fn loads(&self) -> [(&'static str, &Load); 5] {
+        [
+            ("`/healthz`", &self.healthz),
+            ("getLinkedCustomer", &self.lookup),
+            ("getLinkedCustomer over TLS", &self.lookup_tls),
+            ("getLinkedCustomer, new connection each", &self.fresh),
+            (
+                "getLinkedCustomer over TLS, new connection each",
+                &self.fresh_tls,
+            ),
+        ]
+    }
+
+    /// getLinkedCustomer over TLS (kept connections) as a share of plain HTTP's rate.
+    fn tls_ratio(&self) -> f64 {
+        self.lookup_tls.per_second / self.lookup.per_second
+    }
+}
+
+/// The goal for [`Measured::tls_ratio`].
+const TLS_RATIO_GOAL: f64 = 0.80;
+
+fn print_table(results: &[Measured], rig: &Rig) {
+    let (customers, seconds, tls_seconds) = (rig.customers, rig.seconds, rig.tls_seconds);
     println!(
-        "\nbench: {customers} customers, wrk {CONNECTIONS} connections, {THREADS} threads, {seconds} s each"
+        "\nbench: {customers} customers, wrk {CONNECTIONS} connections, {THREADS} threads, {seconds} s each \
+         (TLS and new-connection loads {tls_seconds} s; new connections: {FRESH_THREADS} threads)"
     );
     println!(
-        "{:<11} {:<18} {:>11} {:>8} {:>10} {:>10} {:>10} {:>7}",
+        "{:<11} {:<48} {:>11} {:>8} {:>10} {:>10} {:>10} {:>7}",
         "database", "load", "requests/s", "ratio", "p50", "p99", "p99.9", "errors"
     );
     for result in results {
-        for (name, load) in [
-            ("/healthz", &result.healthz),
-            ("getLinkedCustomer", &result.lookup),
-        ] {
+        for (name, load) in result.loads() {
             println!(
-                "{:<11} {:<18} {:>11.0} {:>8.2} {:>10} {:>10} {:>10} {:>7}",
+                "{:<11} {:<48} {:>11.0} {:>8.2} {:>10} {:>10} {:>10} {:>7}",
                 result.database.name(),
-                name,
+                name.replace('`', ""),
                 load.per_second,
                 load.per_second / result.healthz.per_second,
                 ms(load.p50),
@@ -1180,6 +1447,7 @@ fn print_table(results: &[Measured], customers: usize, seconds: u64) {
         }
     }
     for result in results {
+        println!("{}: {}", result.database.name(), tls_summary(result));
         println!(
             "{}: answers {}; server peak RSS {} (anonymous {}); import {:.0} customers/s, peak RSS {}{}",
             result.database.name(),
@@ -1200,6 +1468,24 @@ fn print_table(results: &[Measured], customers: usize, seconds: u64) {
     }
 }
 
+/// TLS against plain HTTP, for the tables' notes.
+fn tls_summary(result: &Measured) -> String {
+    let ratio = result.tls_ratio();
+    format!(
+        "getLinkedCustomer over TLS on kept connections does {ratio:.2} of plain HTTP's \
+         requests/s (goal >= {TLS_RATIO_GOAL:.2}: {}); {:.0} new TLS connections/s (a full \
+         handshake and one request each), {:.2} of plain HTTP's {:.0} new connections/s",
+        if ratio >= TLS_RATIO_GOAL {
+            "met"
+        } else {
+            "missed"
+        },
+        result.fresh_tls.per_second,
+        result.fresh_tls.per_second / result.fresh.per_second,
+        result.fresh.per_second
+    )
+}
+
 fn links_note(rows: Option<u64>, customers: usize) -> String {
     match rows {
         Some(rows) if rows < 2 * customers as u64 => format!(
@@ -1213,13 +1499,12 @@ fn links_note(rows: Option<u64>, customers: usize) -> String {
 /// The smoke run's verdict: any failed request fails it.
 fn require_no_errors(results: &[Measured]) -> Result<()> {
     for result in results {
-        for (name, load) in [
-            ("/healthz", &result.healthz),
-            ("getLinkedCustomer", &result.lookup),
-        ] {
+        for (name, load) in result.loads() {
             ensure!(
                 errors(load) == 0 && load.requests > 0,
-                "{} {name}: {} requests, {} answered 400 or more, {} socket errors (the server's log: target/xtask/bench/server-{}.log)",
+                "{} {name}: {} requests, {} answered 400 or more (or not 200/204 on a new \
+                 connection), {} socket errors (the server's logs: target/xtask/bench/server-{}.log, \
+                 and -tls.log for the TLS loads)",
                 result.database.name(),
                 load.requests,
                 load.bad_status,
@@ -1283,6 +1568,14 @@ The load: wrk, 64 connections, 2 threads, on the same machine as the server, wit
 customer index per request, of which about 9 in 10 are linked (200) and the rest are not (204);
 the subscriber's credentials are checked once and then cached by the server, as in production.
 The server runs with its default logging (a text line per request at `info`).
+
+The TLS rows: a second server on the same database, with a certificate made in the run (ECDSA
+P-256, TLS 1.3 settles), once the first is stopped. **TLS / plain** is getLinkedCustomer over
+TLS on wrk's kept connections as a share of the plain row (goal >= 0.80); wrk over `https://`
+checks no certificate, which changes nothing the server does. The *new connection each* rows
+are not wrk (it keeps its connections) but xtask's own loop: 8 threads, each request on a new
+TCP connection, over TLS a full handshake (rustls, the certificate checked, no resumption);
+the loop shares the cores with the server, so they show what a connection costs.
 ";
 
 fn section(
@@ -1296,15 +1589,12 @@ fn section(
     let healthz = result.healthz.per_second;
     let mut text = format!(
         "## {}, {customers} customers\n\n\
-         {date}, {machine}; `{command}` (wrk {CONNECTIONS} connections, {THREADS} threads, {seconds} s per load).\n\n\
+         {date}, {machine}; `{command}` (wrk {CONNECTIONS} connections, {THREADS} threads, {seconds} s per load; new connections: {FRESH_THREADS} threads).\n\n\
          | load | requests/s | ratio to /healthz | p50 | p99 | p99.9 | errors |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
         result.database.name()
     );
-    for (name, load) in [
-        ("`/healthz`", &result.healthz),
-        ("getLinkedCustomer", &result.lookup),
-    ] {
+    for (name, load) in result.loads() {
         text.push_str(&format!(
             "| {name} | {:.0} | {:.2} | {} | {} | {} | {} |\n",
             load.per_second,
@@ -1316,9 +1606,11 @@ fn section(
         ));
     }
     text.push_str(&format!(
-        "\n- getLinkedCustomer answers (server's `/metrics`): {}\n\
-         - server peak RSS (VmHWM) after both loads: {}; of it anonymous memory (the server's own, without mapped files; `RssAnon` sampled every 100 ms) at most {}\n\
+        "\n- TLS: {}\n\
+         - getLinkedCustomer answers (server's `/metrics`): {}\n\
+         - server peak RSS (VmHWM) after the two plain wrk loads: {}; of it anonymous memory (the server's own, without mapped files; `RssAnon` sampled every 100 ms) at most {}\n\
          - import of {customers} customers (`linked-customer-server import`, wall time): {:.2} s, {:.0} customers/s, peak RSS {}\n",
+        tls_summary(result),
         statuses_text(&result.statuses),
         mib(result.server_peak_kib),
         mib(result.server_peak_anon_kib),
@@ -1466,6 +1758,35 @@ mod tests {
         .unwrap();
         assert_eq!(tps, 1234.5);
         assert!(parse_pgbench("number of failed transactions: 3 (1%)\ntps = 1.0 (x)\n").is_err());
+    }
+
+    #[test]
+    fn reads_the_banner_and_percentiles() {
+        let at = |line| match Announced::read(line) {
+            Some(Announced::Operations(address)) => format!("operations {address}"),
+            Some(Announced::Listening(address)) => format!("listening {address}"),
+            None => "nothing".to_string(),
+        };
+        assert_eq!(
+            at("operations (/metrics, /readyz) on http://127.0.0.1:9001"),
+            "operations 127.0.0.1:9001"
+        );
+        assert_eq!(
+            at("listening on https://127.0.0.1:8443"),
+            "listening 127.0.0.1:8443"
+        );
+        assert_eq!(
+            at("listening on http://127.0.0.1:8080"),
+            "listening 127.0.0.1:8080"
+        );
+        assert_eq!(
+            at("Swagger UI: http://127.0.0.1:8080/swagger-ui/"),
+            "nothing"
+        );
+        let sorted: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&sorted, 50.0), 500.0);
+        assert_eq!(percentile(&sorted, 99.9), 999.0);
+        assert_eq!(percentile(&[], 99.0), 0.0);
     }
 
     #[test]

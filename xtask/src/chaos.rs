@@ -9,6 +9,7 @@
 //!    department it is not granted; the time to refuse a right and a wrong password there.
 //!    The server's memory stays within 150 MiB throughout, and a refusal costs the same
 //!    whatever the password.
+//! 3. Password guessing against the budgets per username and per address (`guessing.rs`).
 //!
 //! Prints what it saw and writes it into BENCHMARKS.md (section `chaos`); fails on any miss.
 
@@ -30,6 +31,8 @@ const MEMORY_BOUND_MIB: u64 = 150;
 /// The server's settings for the run: deadlines short enough to see in seconds.
 const REQUEST_TIMEOUT_SECONDS: u64 = 5;
 const ACQUIRE_TIMEOUT_MS: u64 = 1000;
+/// Password-check budgets the floods cannot reach.
+const UNBUDGETED: u32 = 100_000_000;
 
 /// `debug_build`: the debug server the tests built (ci), and BENCHMARKS.md left alone.
 pub fn run(debug_build: bool) -> Result<()> {
@@ -66,6 +69,16 @@ pub fn run(debug_build: bool) -> Result<()> {
             "LINKED_CUSTOMER_REQUEST_TIMEOUT_SECONDS",
             REQUEST_TIMEOUT_SECONDS.to_string(),
         ),
+        // The floods below measure the password-check queue, which budgets per username and
+        // per address would hide; the guessing stage has a server of its own with them on.
+        (
+            "LINKED_CUSTOMER_PASSWORD_CHECKS_PER_USERNAME",
+            UNBUDGETED.to_string(),
+        ),
+        (
+            "LINKED_CUSTOMER_PASSWORD_CHECKS_PER_ADDRESS",
+            UNBUDGETED.to_string(),
+        ),
         (
             "LINKED_CUSTOMER_DB_ACQUIRE_TIMEOUT_MS",
             ACQUIRE_TIMEOUT_MS.to_string(),
@@ -83,6 +96,9 @@ pub fn run(debug_build: bool) -> Result<()> {
     // reports them.
     let release = !debug_build;
     report.extend(abuse(&server, &password, release)?);
+
+    banner("guessing: password-check budgets per username and per address");
+    report.extend(crate::guessing::run(&binary, &url, &work, release)?);
 
     let peak = server.peak_kib()?;
     let anon = server.anon_peak.load(Ordering::Relaxed);
@@ -468,7 +484,7 @@ fn password_checks(server: &Server) -> Result<u64> {
 }
 
 /// The value of the unlabelled metric `name` in the server's `/metrics`.
-fn metric(server: &Server, name: &str) -> Result<u64> {
+pub(crate) fn metric(server: &Server, name: &str) -> Result<u64> {
     let (status, text) = bench::get(&server.address, "/metrics", None)?;
     ensure!(status == 200, "/metrics answered {status}");
     text.lines()
@@ -478,7 +494,7 @@ fn metric(server: &Server, name: &str) -> Result<u64> {
         .with_context(|| format!("no {name} in /metrics"))
 }
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", bench::base64(&format!("{user}:{password}")))
 }
 

@@ -58,7 +58,7 @@ const STEPS: &[Step] = &[
         chaos,
     ),
     (
-        "contract tests (schemathesis, SQLite and PostgreSQL)",
+        "contract tests (schemathesis: SQLite, PostgreSQL, SQLite over TLS)",
         "cargo xtask contract",
         crate::contract::run_local,
     ),

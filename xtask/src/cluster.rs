@@ -1,10 +1,12 @@
 //! `cargo xtask cluster [--test]`: the deployment past one machine, on this one. A PostgreSQL
 //! primary and a streaming replica of it (`pg_basebackup`), three release servers that write to
-//! the primary and read the replica, and HAProxy in front of them with `/readyz` health checks,
-//! all on loopback ports.
+//! the primary and read the replica, and HAProxy in front of them, all on loopback ports.
+//! HAProxy terminates TLS with a certificate from a CA made in the run, and checks each server's
+//! `/readyz` on its operations port (`--admin-bind`); behind it the servers speak plain HTTP.
 //!
 //! Without `--test` it imports a data set, prints the URLs and a credential, and runs until
-//! Ctrl-C. With `--test` it proves, and fails loudly otherwise:
+//! Ctrl-C. With `--test` it proves, and fails loudly otherwise, every request through the load
+//! balancer (wrk's too) over TLS:
 //! 1. a customer imported on the primary is served through the load balancer within 1 s;
 //! 2. under load through the load balancer (wrk, 64 connections), a server stopped (SIGTERM,
 //!    then SIGKILL) costs at most the requests in flight on it, and is back in the rotation
@@ -18,6 +20,7 @@
 
 use crate::bench::{self, Load, Server};
 use crate::pgcluster::Cluster;
+use crate::tls::LocalTls;
 use crate::util::{banner, capture, rel};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -78,32 +81,34 @@ pub fn run(test: bool) -> Result<()> {
 
     banner("three servers and HAProxy");
     let mut servers = Servers::start(&binary, &primary_url, &replica.url(), &work)?;
-    let balancer = Balancer::start(&haproxy, &servers.binds, &work)?;
+    let balancer = Balancer::start(&haproxy, &servers, &work)?;
     balancer.wait_all_up(Duration::from_secs(20))?;
     let auth = format!(
         "Basic {}",
         bench::base64(&format!("{}:{password}", bench::USER))
     );
     let example = bench::lookup_path(0, "ORDER");
-    let (status, _) = bench::get(&balancer.address, &example, Some(&auth))?;
+    let (status, _) = balancer.get(&example, Some(&auth))?;
     ensure!(
         status == 200,
         "GET {example} through HAProxy answered {status}"
     );
     println!(
-        "\nload balancer: http://{}  (HAProxy stats: http://{}/stats)\n\
+        "\nload balancer: {}  (HAProxy stats: http://{}/stats)\n\
          servers: {}\n\
-         try: curl -u {}:{password} http://{}{example}",
-        balancer.address,
+         try: curl --cacert {} -u {}:{password} {}",
+        balancer.url(""),
         balancer.stats,
         servers
             .binds
             .iter()
-            .map(|bind| format!("http://{bind}"))
+            .zip(&servers.operations)
+            .map(|(bind, operations)| format!("http://{bind} (operations http://{operations})"))
             .collect::<Vec<_>>()
             .join(" "),
+        balancer.tls.ca.display(),
         bench::USER,
-        balancer.address
+        balancer.url(&example)
     );
     if !test {
         println!("\nCtrl-C stops everything.");
@@ -195,6 +200,11 @@ fn wait_for_replay(primary: &Cluster, replica: &Cluster) -> Result<()> {
     }
 }
 
+/// `127.0.0.1:PORT` on a port that was free a moment ago, for a program told its address.
+fn free_address() -> Result<String> {
+    Ok(format!("127.0.0.1:{}", crate::util::free_port()?))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The servers
 
@@ -205,6 +215,8 @@ struct Servers {
     work: PathBuf,
     /// `127.0.0.1:PORT` of each, fixed: HAProxy's configuration names them.
     binds: Vec<String>,
+    /// Each one's operations port (`/readyz`, `/metrics`), where HAProxy's checks go.
+    operations: Vec<String>,
     running: Vec<Option<Server>>,
     starts: usize,
 }
@@ -212,7 +224,10 @@ struct Servers {
 impl Servers {
     fn start(binary: &Path, primary_url: &str, replica_url: &str, work: &Path) -> Result<Servers> {
         let binds = (0..SERVERS)
-            .map(|_| Ok(format!("127.0.0.1:{}", crate::util::free_port()?)))
+            .map(|_| free_address())
+            .collect::<Result<Vec<_>>>()?;
+        let operations = (0..SERVERS)
+            .map(|_| free_address())
             .collect::<Result<Vec<_>>>()?;
         let mut servers = Servers {
             binary: binary.to_path_buf(),
@@ -220,6 +235,7 @@ impl Servers {
             replica_url: replica_url.to_string(),
             work: work.to_path_buf(),
             binds,
+            operations,
             running: (0..SERVERS).map(|_| None).collect(),
             starts: 0,
         };
@@ -238,6 +254,7 @@ impl Servers {
             ("DATABASE_READ_URL", self.replica_url.clone()),
             // A line per request on stderr costs the three servers a share of two cores.
             ("RUST_LOG", "warn".to_string()),
+            ("LINKED_CUSTOMER_ADMIN_BIND", self.operations[index].clone()),
         ];
         let server = Server::start_on(
             &self.binary,
@@ -279,7 +296,7 @@ impl Servers {
 
     /// `database_lookups_total` of `database` on server `index`.
     fn lookups(&self, index: usize, database: &str) -> Result<u64> {
-        let (status, text) = bench::get(&self.server(index)?.address, "/metrics", None)?;
+        let (status, text) = self.server(index)?.operations_get("/metrics")?;
         ensure!(status == 200, "/metrics answered {status}");
         let series = format!("database_lookups_total{{database=\"{database}\"}} ");
         text.lines()
@@ -305,7 +322,10 @@ fn haproxy_program() -> Result<PathBuf> {
 }
 
 struct Balancer {
+    /// Where it takes TLS.
     address: String,
+    /// Its certificate's CA, and a client that trusts it.
+    tls: LocalTls,
     /// HAProxy's stats page, for people.
     stats: String,
     /// Its stats socket, for this program.
@@ -315,10 +335,18 @@ struct Balancer {
     child: Child,
 }
 
-/// Health checks every 200 ms (a server is out after 2 failures, back after 2 successes);
-/// requests are retried on another server when a connection fails or is closed without an
-/// answer (lookups are GETs: safe to send again).
-fn haproxy_config(address: &str, stats: &str, socket: &Path, servers: &[String]) -> String {
+/// TLS 1.2 and 1.3 from clients, HTTP/1.1 by ALPN, with the certificate and key in one file
+/// (`crt`, as HAProxy takes them); plain HTTP to the servers on loopback. Health checks
+/// (`/readyz`) every 200 ms on each server's operations port (a server is out after 2 failures,
+/// back after 2 successes); requests are retried on another server when a connection fails or
+/// is closed without an answer (lookups are GETs: safe to send again).
+fn haproxy_config(
+    address: &str,
+    certificate: &Path,
+    stats: &str,
+    socket: &Path,
+    servers: &Servers,
+) -> String {
     let mut text = format!(
         "# written by cargo xtask cluster
 global
@@ -344,7 +372,7 @@ defaults
     retry-on conn-failure empty-response response-timeout
 
 frontend api
-    bind {address}
+    bind {address} ssl crt {} ssl-min-ver TLSv1.2 alpn http/1.1
     default_backend servers
 
 backend servers
@@ -352,10 +380,15 @@ backend servers
     option httpchk GET /readyz
     http-check expect status 200
     default-server check inter 200ms fastinter 100ms downinter 200ms fall 2 rise 2
-"
+",
+        certificate.display()
     ));
-    for (index, server) in servers.iter().enumerate() {
-        text.push_str(&format!("    server s{} {server}\n", index + 1));
+    for (index, (server, operations)) in servers.binds.iter().zip(&servers.operations).enumerate() {
+        let port = operations.rsplit_once(':').map_or("", |(_, port)| port);
+        text.push_str(&format!(
+            "    server s{} {server} check port {port}\n",
+            index + 1
+        ));
     }
     text.push_str(&format!(
         "
@@ -369,13 +402,21 @@ listen stats
 }
 
 impl Balancer {
-    fn start(haproxy: &Path, servers: &[String], work: &Path) -> Result<Balancer> {
-        let free = || -> Result<String> { Ok(format!("127.0.0.1:{}", crate::util::free_port()?)) };
-        let (address, stats) = (free()?, free()?);
+    fn start(haproxy: &Path, servers: &Servers, work: &Path) -> Result<Balancer> {
+        let (address, stats) = (free_address()?, free_address()?);
+        let tls = LocalTls::make(work, "haproxy")?;
+        let certificate = work.join("haproxy.pem");
+        bench::write_private(
+            &certificate,
+            &(std::fs::read_to_string(&tls.cert)? + &std::fs::read_to_string(&tls.key)?),
+        )?;
         let config = work.join("haproxy.cfg");
         let socket = work.join("haproxy.sock");
         let _ = std::fs::remove_file(&socket);
-        std::fs::write(&config, haproxy_config(&address, &stats, &socket, servers))?;
+        std::fs::write(
+            &config,
+            haproxy_config(&address, &certificate, &stats, &socket, servers),
+        )?;
         let mut check = Command::new(haproxy);
         check.arg("-c").arg("-f").arg(&config);
         let output = capture(check)?;
@@ -397,9 +438,10 @@ impl Balancer {
             .stderr(log)
             .spawn()
             .context("starting HAProxy")?;
-        println!("HAProxy on http://{address} ({})", rel(&config));
+        println!("HAProxy on https://{address} ({})", rel(&config));
         Ok(Balancer {
             address,
+            tls,
             stats,
             socket,
             log: log_path,
@@ -515,6 +557,16 @@ impl Balancer {
         })
     }
 
+    /// `https://ADDRESS/PATH`.
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.address)
+    }
+
+    /// One GET through the load balancer, on a new TLS connection.
+    fn get(&self, path: &str, auth: Option<&str>) -> Result<(u16, String)> {
+        self.tls.client.get(&self.address, path, auth)
+    }
+
     fn retries(&self) -> Result<(u64, u64)> {
         Ok(self
             .servers()?
@@ -547,7 +599,7 @@ fn answers_within(
     let mut in_a_row = 0;
     let mut first = None;
     loop {
-        let (now, _) = bench::get(&balancer.address, path, Some(auth))?;
+        let (now, _) = balancer.get(path, Some(auth))?;
         if now == status {
             first.get_or_insert_with(|| since.elapsed());
             in_a_row += 1;
@@ -577,7 +629,7 @@ fn import_is_visible(
     // A customer of the data set's shape that the data set does not have.
     let index = CUSTOMERS + 7;
     let path = bench::lookup_path(index, "ORDER");
-    let (before, _) = bench::get(&balancer.address, &path, Some(auth))?;
+    let (before, _) = balancer.get(&path, Some(auth))?;
     ensure!(
         before == 204,
         "GET {path} answered {before} before the import"
@@ -616,9 +668,9 @@ fn load_in_background(
 ) -> Result<std::thread::JoinHandle<Result<Load>>> {
     let script = work.join(format!("wrk-{}.lua", crate::util::random_hex(4)?));
     bench::write_private(&script, &bench::lookup_script(CUSTOMERS, auth))?;
-    let (wrk, address) = (wrk.to_path_buf(), balancer.address.clone());
+    let (wrk, url) = (wrk.to_path_buf(), balancer.url("/"));
     Ok(std::thread::spawn(move || {
-        let load = bench::load(&wrk, &address, "/", &script, seconds);
+        let load = bench::load(&wrk, &url, &script, seconds);
         let _ = std::fs::remove_file(&script);
         load
     }))
@@ -735,7 +787,7 @@ fn replica_stopped(
     let path = bench::lookup_path(0, "ORDER");
     loop {
         for _ in 0..SERVERS * 2 {
-            let (status, _) = bench::get(&balancer.address, &path, Some(auth))?;
+            let (status, _) = balancer.get(&path, Some(auth))?;
             ensure!(
                 status == 200,
                 "GET {path} answered {status} after the replica came back"
@@ -814,7 +866,7 @@ fn throughput(
     work: &Path,
 ) -> Result<Vec<String>> {
     let script = work.join(format!("wrk-{}.lua", crate::util::random_hex(4)?));
-    let measure = |address: &str, lookup: bool| -> Result<Load> {
+    let measure = |base: &str, lookup: bool| -> Result<Load> {
         let text = if lookup {
             bench::lookup_script(CUSTOMERS, auth)
         } else {
@@ -822,11 +874,11 @@ fn throughput(
         };
         bench::write_private(&script, &text)?;
         let path = if lookup { "/" } else { "/healthz" };
-        bench::load(wrk, address, path, &script, THROUGHPUT_SECONDS)
+        bench::load(wrk, &format!("{base}{path}"), &script, THROUGHPUT_SECONDS)
     };
-    let single = servers.server(0)?.address.clone();
-    let lb_healthz = measure(&balancer.address, false)?;
-    let lb_lookup = measure(&balancer.address, true)?;
+    let (through, single) = (balancer.url(""), servers.server(0)?.url(""));
+    let lb_healthz = measure(&through, false)?;
+    let lb_lookup = measure(&through, true)?;
     let one_healthz = measure(&single, false)?;
     let one_lookup = measure(&single, true)?;
     let _ = std::fs::remove_file(&script);
@@ -855,15 +907,20 @@ fn throughput(
         String::new(),
         format!(
             "Throughput, wrk {} connections, {THROUGHPUT_SECONDS} s each, {CUSTOMERS} customers, \
-             the servers reading the replica:",
+             the servers reading the replica; wrk speaks TLS to HAProxy (kept connections) and \
+             plain HTTP to the one server:",
             bench::CONNECTIONS
         ),
         String::new(),
         "| load | requests/s | ratio to its /healthz | p50 | p99 |".to_string(),
         "|---|---:|---:|---:|---:|".to_string(),
-        row("HAProxy + 3 servers, `/healthz`", &lb_healthz, &lb_healthz),
         row(
-            "HAProxy + 3 servers, getLinkedCustomer",
+            "HAProxy (TLS) + 3 servers, `/healthz`",
+            &lb_healthz,
+            &lb_healthz,
+        ),
+        row(
+            "HAProxy (TLS) + 3 servers, getLinkedCustomer",
             &lb_lookup,
             &lb_healthz,
         ),
@@ -876,9 +933,10 @@ fn throughput(
         String::new(),
         format!(
             "Through the load balancer getLinkedCustomer does {:.2} of one server's rate on its \
-             own. On this machine's 2 cores the three servers, HAProxy, both PostgreSQL clusters \
-             and wrk share the same CPUs, so this measures the load balancer's overhead, not a \
-             speed-up: the three servers pay off only on machines of their own.",
+             own, TLS at HAProxy included. On this machine's 2 cores the three servers, HAProxy, \
+             both PostgreSQL clusters and wrk share the same CPUs, so this measures the load \
+             balancer's overhead, not a speed-up: the three servers pay off only on machines of \
+             their own.",
             lb_lookup.per_second / one_lookup.per_second
         ),
     ])
@@ -891,7 +949,8 @@ fn write_markdown(report: &[String]) -> Result<()> {
         "## Past one machine: three servers behind HAProxy, a streaming replica\n\n\
          {}, {}; `cargo xtask cluster --test` (release build; PostgreSQL primary and a \
          `pg_basebackup` replica, three servers with `DATABASE_READ_URL` on the replica, HAProxy \
-         with `/readyz` checks, all on loopback).\n\n{}\n",
+         terminating TLS with a certificate made in the run and checking `/readyz` on each \
+         server's operations port, all on loopback; every request through HAProxy over TLS).\n\n{}\n",
         bench::today()?,
         bench::machine()?,
         report.join("\n")

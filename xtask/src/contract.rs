@@ -1,7 +1,8 @@
 //! `cargo xtask contract`: schemathesis runs `openapi.yaml` against the real server, with all
 //! checks, positive and negative data, and the examples, coverage and fuzzing phases; first on a
-//! fresh server on SQLite, then on one on PostgreSQL (both with the demo fixture), or, with
-//! `--base-url`, against a running deployment, starting nothing.
+//! fresh server on SQLite, then on one on PostgreSQL (both with the demo fixture), then once
+//! over TLS (SQLite, a certificate from a CA made in the run, which schemathesis trusts alone);
+//! or, with `--base-url`, against a running deployment, starting nothing.
 //!
 //! Settings that have no command-line option (where schemathesis keeps its crash records, and
 //! that its warnings fail the run) are in `schemathesis.toml` at the repository root, and so are
@@ -48,18 +49,34 @@ pub fn run(deployment: Option<Deployment>) -> Result<()> {
     }
 }
 
-/// The suite against fresh servers of our own, SQLite then PostgreSQL (the CI step).
+/// The suite against fresh servers of our own, SQLite then PostgreSQL, then SQLite over TLS
+/// (the CI step).
 pub fn run_local() -> Result<()> {
     ensure_python()?;
-    let sqlite = against_server("sqlite", "SQLite", &Database::Sqlite)?;
+    let sqlite = against_server("sqlite", "SQLite", &Database::Sqlite, Transport::Plain)?;
     let admin_url = crate::postgres::admin_url()?;
-    let postgres = against_server("postgres", "PostgreSQL", &Database::Postgres { admin_url })?;
+    let postgres = against_server(
+        "postgres",
+        "PostgreSQL",
+        &Database::Postgres { admin_url },
+        Transport::Plain,
+    )?;
+    // Once: the transport is the same whatever the database.
+    let tls = against_server("tls", "SQLite over TLS", &Database::Sqlite, Transport::Tls)?;
     let deployment = as_a_deployment()?;
     println!(
         "contract tests passed: SQLite in {sqlite:.0?}, PostgreSQL in {postgres:.0?}, \
-         `--base-url` in {deployment:.0?}"
+         TLS in {tls:.0?}, `--base-url` in {deployment:.0?}"
     );
     Ok(())
+}
+
+/// How schemathesis reaches the server.
+#[derive(Clone, Copy)]
+enum Transport {
+    Plain,
+    /// HTTPS, trusting the CA that the run made for the server and no other.
+    Tls,
 }
 
 /// `cargo xtask contract --base-url ... --user ... --department ...` as README.md and
@@ -86,10 +103,18 @@ fn as_a_deployment() -> Result<Duration> {
 }
 
 /// The suite against a fresh server on this database; returns how long it took.
-fn against_server(label: &'static str, name: &str, database: &Database) -> Result<Duration> {
+fn against_server(
+    label: &'static str,
+    name: &str,
+    database: &Database,
+    transport: Transport,
+) -> Result<Duration> {
     banner(&format!("contract tests (schemathesis) on {name}"));
     let started = Instant::now();
-    let server = TestServer::start(database)?;
+    let server = match transport {
+        Transport::Plain => TestServer::start(database)?,
+        Transport::Tls => TestServer::start_tls(database)?,
+    };
     let suite = Suite {
         label,
         against: format!("the server on {name}"),
@@ -97,6 +122,7 @@ fn against_server(label: &'static str, name: &str, database: &Database) -> Resul
         api_url: server.api_url(),
         user: server.user.clone(),
         password: server.password.clone(),
+        ca_file: server.ca_file().map(Path::to_path_buf),
     };
     let result = suite.run().and_then(|statuses| {
         statuses.require(&[200, 204]).context(
@@ -133,6 +159,7 @@ fn run_deployment(deployment: &Deployment) -> Result<()> {
         api_url: format!("{base_url}/customer"),
         user: deployment.user.clone(),
         password: deployment.password.clone(),
+        ca_file: None,
     };
     let statuses = suite.run()?;
     if statuses.positive(200) + statuses.positive(204) == 0 {
@@ -228,6 +255,9 @@ struct Suite {
     api_url: String,
     user: String,
     password: String,
+    /// Over TLS to a server of our own: the only CA to trust (schemathesis' `--tls-verify`);
+    /// `None`: the system's roots.
+    ca_file: Option<PathBuf>,
 }
 
 impl Suite {
@@ -261,6 +291,9 @@ impl Suite {
             .arg("--report-ndjson-path")
             .arg(self.events())
             .current_dir(root());
+        if let Some(ca_file) = &self.ca_file {
+            cmd.arg("--tls-verify").arg(ca_file);
+        }
         cmd
     }
 

@@ -11,12 +11,14 @@ mod codegen;
 mod contract;
 mod deny;
 mod fuzz;
+mod guessing;
 mod pg_tls;
 mod pgcluster;
 mod postgres;
 mod server;
 mod spec_diff;
 mod spec_lint;
+mod tls;
 mod tools;
 mod util;
 
@@ -62,8 +64,9 @@ enum Command {
         #[arg(long, value_enum, env = "LC_ADVISORY_DB", default_value_t = deny::AdvisoryDb::Bundle)]
         advisory_db: deny::AdvisoryDb,
     },
-    /// Run schemathesis on openapi.yaml against fresh servers (SQLite, then PostgreSQL) with the
-    /// demo fixture, or with --base-url against a running deployment, starting nothing.
+    /// Run schemathesis on openapi.yaml against fresh servers (SQLite, then PostgreSQL, then
+    /// SQLite over TLS) with the demo fixture, or with --base-url against a running deployment,
+    /// starting nothing.
     Contract {
         /// The root URL of a running deployment to test (the API is below /customer).
         #[arg(long, requires_all = ["user", "password"])]

@@ -185,29 +185,13 @@ fn non_local_name() -> Option<String> {
 
 /// A CA, a certificate for `name`, `localhost` and 127.0.0.1, and one for [`OTHER_HOST`].
 fn certificates(name: Option<&str>) -> Result<Certificates> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "linked-customer pg-tls test CA");
-    let ca_pem = ca_params.self_signed(&ca_key)?.pem();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |names: Vec<String>| -> Result<(String, String)> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(names.clone())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, &names[0]);
-        Ok((params.signed_by(&key, &issuer)?.pem(), key.serialize_pem()))
-    };
-    let mut names: Vec<String> = name.map(str::to_string).into_iter().collect();
-    names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+    let ca = crate::tls::Ca::new("linked-customer pg-tls test CA")?;
+    let mut names: Vec<&str> = name.into_iter().collect();
+    names.extend(crate::tls::LOCAL_NAMES);
     Ok(Certificates {
-        ca: ca_pem,
-        right: leaf(names)?,
-        wrong: leaf(vec![OTHER_HOST.to_string()])?,
+        right: ca.issue(&names)?,
+        wrong: ca.issue(&[OTHER_HOST])?,
+        ca: ca.pem,
     })
 }
 

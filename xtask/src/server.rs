@@ -1,11 +1,13 @@
 //! The real server for xtask's end-to-end steps (contract tests, other-language clients, the
 //! browser test): built, given a fresh database with fixture data and a subscriber, started on
-//! a free port, and stopped (its database dropped) when the handle is dropped.
+//! a free port (in plain HTTP, or over TLS with a certificate from a CA made in the run), and
+//! stopped (its database dropped) when the handle is dropped.
 
+use crate::tls::LocalTls;
 use crate::util::{capture_with_input, cargo_locked, random_hex, root, run, target_dir};
 use anyhow::{Context, Result, bail};
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,12 +31,17 @@ pub const USER: &str = "xtask";
 pub const UNLINKED_ORDER: i64 = 999_999;
 
 pub struct TestServer {
-    /// The server root, e.g. `http://127.0.0.1:40123` (the API is below `/customer`).
+    /// The server root, e.g. `http://127.0.0.1:40123`, or `https://localhost:40123` over TLS
+    /// (the API is below `/customer`).
     pub base_url: String,
     pub user: String,
     pub password: String,
     pub department: String,
     pub log: PathBuf,
+    /// `127.0.0.1:PORT`, where it listens.
+    address: String,
+    /// Over TLS: the CA's certificate, the server's, and a client that trusts the CA alone.
+    tls: Option<LocalTls>,
     child: Child,
     /// Declared after `child`: the server stops before its database is dropped.
     _database: Option<pg_throwaway::Throwaway>,
@@ -49,7 +56,23 @@ pub fn build() -> Result<PathBuf> {
 }
 
 impl TestServer {
+    /// The server in plain HTTP.
     pub fn start(database: &Database) -> Result<TestServer> {
+        TestServer::launch(database, false)
+    }
+
+    /// The server over TLS, with a certificate for `localhost` and `127.0.0.1` from a CA made
+    /// here (see [`TestServer::ca_file`]).
+    pub fn start_tls(database: &Database) -> Result<TestServer> {
+        TestServer::launch(database, true)
+    }
+
+    /// The certificate of the CA that a server over TLS has its certificate from (PEM).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.ca.as_path())
+    }
+
+    fn launch(database: &Database, tls: bool) -> Result<TestServer> {
         let binary = build()?;
         let suffix = random_hex(8)?;
         let work = target_dir().join("xtask/servers").join(&suffix);
@@ -89,9 +112,19 @@ impl TestServer {
         with_stdin(add, &format!("{password}\n")).context("adding the test subscriber")?;
 
         let log = work.join("server.log");
-        let mut child = Command::new(&binary)
-            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
+        let mut serve = Command::new(&binary);
+        serve.args(["serve", "--bind", "127.0.0.1:0", "--no-demo"]);
+        let tls = if tls {
+            Some(tls_files(&work, &mut serve)?)
+        } else {
+            None
+        };
+        let mut child = serve
             .env("DATABASE_URL", &database_url)
+            // Schemathesis sends hundreds of requests, many with credentials it made up: with the
+            // production budgets most would be 429s, and the contract would be tested less.
+            .env("LINKED_CUSTOMER_PASSWORD_CHECKS_PER_USERNAME", "100000")
+            .env("LINKED_CUSTOMER_PASSWORD_CHECKS_PER_ADDRESS", "100000")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -111,16 +144,18 @@ impl TestServer {
             password,
             department: DEPARTMENT.to_string(),
             log,
+            address: String::new(),
+            tls,
             child,
             _database: throwaway,
         };
-        match receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => server.base_url = base,
-            Err(_) => bail!(
+        let Ok(base) = receiver.recv_timeout(Duration::from_secs(60)) else {
+            bail!(
                 "the server did not start within 60 s; its log: {}",
                 server.log.display()
-            ),
-        }
+            );
+        };
+        (server.base_url, server.address) = base_and_address(&base)?;
         server.wait_healthy()?;
         println!(
             "server {} on {} (log: {})",
@@ -135,29 +170,33 @@ impl TestServer {
     }
 
     fn wait_healthy(&self) -> Result<()> {
-        let address = self
-            .base_url
-            .strip_prefix("http://")
-            .context("base URL is not http")?
-            .to_string();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
-                let _ = stream.write_all(
-                    format!(
-                        "GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-                    )
-                    .as_bytes(),
-                );
-                let mut answer = String::new();
-                let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
-                if answer.starts_with("HTTP/1.1 200") {
-                    return Ok(());
-                }
+            if matches!(self.healthz(), Ok(200)) {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("{}/healthz did not answer 200 within 30 s", self.base_url)
+        let last = self
+            .healthz()
+            .map_or_else(|err| format!("{err:#}"), |s| s.to_string());
+        bail!(
+            "{}/healthz did not answer 200 within 30 s (last: {last})",
+            self.base_url
+        )
+    }
+
+    /// The status of `/healthz`; over TLS, through a client that trusts the run's CA alone.
+    fn healthz(&self) -> Result<u16> {
+        let (status, _) = match &self.tls {
+            Some(tls) => tls.client.get(&self.address, "/healthz", None)?,
+            None => {
+                let stream = std::net::TcpStream::connect(&self.address)?;
+                stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                crate::bench::exchange(stream, &self.address, "/healthz", None)?
+            }
+        };
+        Ok(status)
     }
 
     /// The API's base URL (the spec's `servers[0].url` below the server root).
@@ -171,6 +210,32 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The root that clients call and the `127.0.0.1:PORT` that the server listens on, from the
+/// root it announced; over TLS, clients call it by the certificate's host name, as a deployment
+/// is called.
+fn base_and_address(announced: &str) -> Result<(String, String)> {
+    let (scheme, address) = announced
+        .split_once("://")
+        .with_context(|| format!("the server announced {announced:?}"))?;
+    let base = match (scheme, address.rsplit_once(':')) {
+        ("https", Some((_, port))) => format!("https://localhost:{port}"),
+        _ => announced.to_string(),
+    };
+    Ok((base, address.to_string()))
+}
+
+/// A CA made for this server and a certificate of it for `localhost` and `127.0.0.1`, in
+/// `work`, given to `serve`.
+fn tls_files(work: &Path, serve: &mut Command) -> Result<LocalTls> {
+    let tls = LocalTls::make(work, "server")?;
+    serve
+        .arg("--tls-cert")
+        .arg(&tls.cert)
+        .arg("--tls-key")
+        .arg(&tls.key);
+    Ok(tls)
 }
 
 fn quiet(mut cmd: Command) -> Result<()> {

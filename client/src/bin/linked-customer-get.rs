@@ -4,9 +4,13 @@
 //! cargo run -p linked-customer-client --features cli --bin linked-customer-get -- \
 //!     --base-url http://127.0.0.1:8080 --user U --password P demo-department ORDER 1001
 //! ```
+//!
+//! A server whose certificate comes from a private CA: `--base-url https://HOST:PORT --ca-cert
+//! ca.pem` (that CA alone is then trusted).
 
 use clap::Parser;
 use linked_customer_client::{Client, Entity, Error};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 const FOUND: u8 = 0;
@@ -41,6 +45,10 @@ struct Args {
         requires = "user"
     )]
     password: Option<String>,
+    /// A CA certificate (PEM; several in one file are fine) to trust for an https base URL
+    /// instead of the system's roots: for a server whose certificate comes from a private CA.
+    #[arg(long, env = "LINKED_CUSTOMER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// The department token, as issued to the subscriber.
     department: String,
     /// ORDER, APPOINTMENT, THREAD or PAYMENT.
@@ -60,15 +68,14 @@ fn parse_entity(value: &str) -> Result<Entity, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let mut client = Client::new(&args.base_url);
-    if let Some(user) = &args.user {
-        client = client.with_basic_auth(user, args.password.as_deref().unwrap_or_default());
-    }
-    // A bad base URL is a usage error, told before any request.
-    if let Err(err) = client.check() {
-        eprintln!("error: {err}");
-        return ExitCode::from(USAGE);
-    }
+    // A bad base URL or CA certificate is a usage error, told before any request.
+    let client = match client(&args) {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(USAGE);
+        }
+    };
     let answer = client
         .get_linked_customer(&args.department, args.entity, args.id)
         .await;
@@ -103,6 +110,21 @@ async fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The client the arguments ask for, or why it cannot be built.
+fn client(args: &Args) -> Result<Client, String> {
+    let mut client = Client::new(&args.base_url);
+    if let Some(file) = &args.ca_cert {
+        let pem = std::fs::read(file)
+            .map_err(|err| format!("reading --ca-cert {}: {err}", file.display()))?;
+        client = client.with_ca_certificate_pem(&pem);
+    }
+    if let Some(user) = &args.user {
+        client = client.with_basic_auth(user, args.password.as_deref().unwrap_or_default());
+    }
+    client.check().map_err(|err| err.to_string())?;
+    Ok(client)
 }
 
 /// The error and its causes: a transport error's own message is often just "error sending

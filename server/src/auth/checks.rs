@@ -125,19 +125,36 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_stops_waiting_costs_no_hash() {
         let hash = super::super::hash_password("pw").unwrap();
-        let checks = PasswordChecks::start(1, 8, Duration::from_millis(1)).unwrap();
-        // Each request gives up after 1 ms, long before a hash is done.
+        let checks =
+            std::sync::Arc::new(PasswordChecks::start(1, 9, Duration::from_secs(30)).unwrap());
+        // The only thread is busy with a check that someone waits for...
+        let blocker = {
+            let (checks, hash) = (checks.clone(), hash.clone());
+            tokio::spawn(async move { checks.verify("pw", &hash).await })
+        };
+        // (this test's runtime has one thread: the blocker queues its check when this one
+        // waits)
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // ...while eight requests queue behind it and go away after 1 ms, long before it is
+        // done (a hash takes tens of milliseconds).
+        // All eight are queued at once, within the blocker's hash.
+        let mut abandoned = tokio::task::JoinSet::new();
         for _ in 0..8 {
-            assert_eq!(
-                checks.verify("pw", &hash).await,
-                Err(Unavailable::Saturated)
-            );
+            let (checks, hash) = (checks.clone(), hash.clone());
+            abandoned.spawn(async move {
+                tokio::time::timeout(Duration::from_millis(1), checks.verify("pw", &hash)).await
+            });
         }
+        while let Some(gave_up) = abandoned.join_next().await {
+            assert!(gave_up.unwrap().is_err(), "answered within 1 ms");
+        }
+        assert_eq!(blocker.await.unwrap(), Ok(true));
         // Give the thread time to skip what nobody waits for, then count what it hashed.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(
-            checks.done.get() <= 1,
-            "{} hashes for 8 abandoned checks",
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            checks.done.get(),
+            1,
+            "{} hashes for 1 awaited and 8 abandoned checks",
             checks.done.get()
         );
     }

@@ -13,8 +13,10 @@
 //! bring the same credential while it is being checked wait for that one check, right or wrong.
 
 mod checks;
+mod throttle;
 
 pub use checks::{PasswordChecks, Unavailable};
+pub use throttle::{Throttle, ThrottleLimits, Throttled, username_hash};
 
 use crate::errors::ApiError;
 use crate::store::SubscriberAccess;
@@ -24,6 +26,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -138,6 +141,13 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// One request's credential and where it comes from.
+struct Check<'a> {
+    key: &'a [u8; 32],
+    credentials: &'a Credentials,
+    address: Option<IpAddr>,
+}
+
 struct Verified {
     subscriber_id: i64,
     password_hash: String,
@@ -161,10 +171,14 @@ pub struct Authenticator {
     decoy_hash: String,
     /// The size of `in_flight`, set when `/metrics` is read.
     shared_checks: prometheus::IntGauge,
+    /// Password checks per username and per client address.
+    throttle: Throttle,
+    /// The keys the throttle holds, set when `/metrics` is read.
+    throttle_keys: prometheus::IntGauge,
 }
 
 impl Authenticator {
-    pub fn new(ttl: Duration) -> anyhow::Result<Authenticator> {
+    pub fn new(ttl: Duration, limits: ThrottleLimits) -> anyhow::Result<Authenticator> {
         let mut key = [0u8; 32];
         key[..16].copy_from_slice(&argon2::password_hash::generate_salt());
         key[16..].copy_from_slice(&argon2::password_hash::generate_salt());
@@ -181,6 +195,11 @@ impl Authenticator {
                 "password_checks_shared",
                 "Password checks being shared by the requests that wait on them now.",
             )?,
+            throttle: Throttle::new(limits),
+            throttle_keys: prometheus::IntGauge::new(
+                "password_check_budgets",
+                "Usernames and client addresses whose password-check budget is being counted.",
+            )?,
         })
     }
 
@@ -190,12 +209,14 @@ impl Authenticator {
         vec![
             Box::new(self.checks.done.clone()),
             Box::new(self.shared_checks.clone()),
+            Box::new(self.throttle_keys.clone()),
         ]
     }
 
     /// Brings the gauges up to date, before `/metrics` is read.
     pub fn update_gauges(&self) {
         self.shared_checks.set(self.checks_in_flight() as i64);
+        self.throttle_keys.set(self.throttle.keys() as i64);
     }
 
     #[cfg(test)]
@@ -229,13 +250,18 @@ impl Authenticator {
         &self,
         credentials: &Credentials,
         access: Option<&SubscriberAccess>,
+        address: Option<IpAddr>,
     ) -> Result<(), ApiError> {
         let key = self.cache_key(credentials);
+        let check = Check {
+            key: &key,
+            credentials,
+            address,
+        };
         let Some(access) = access else {
-            // An unknown username costs the same password check as a known one, so that the
-            // time to answer does not tell which usernames exist.
-            self.verify_once(&key, &credentials.password, &self.decoy_hash)
-                .await?;
+            // An unknown username costs the same password check (and budget) as a known one,
+            // so that neither the time to answer nor a 429 tells which usernames exist.
+            self.verify_once(&check, &self.decoy_hash).await?;
             return Err(ApiError::NotAuthorized);
         };
         if access.granted && self.is_cached(&key, access.subscriber_id, &access.password_hash) {
@@ -243,12 +269,11 @@ impl Authenticator {
         }
         // Checked even without the grant: a refusal that skipped the hash would answer faster
         // for a right password than for a wrong one.
-        let matches = self
-            .verify_once(&key, &credentials.password, &access.password_hash)
-            .await?;
+        let matches = self.verify_once(&check, &access.password_hash).await?;
         if !(matches && access.granted) {
             return Err(ApiError::NotAuthorized);
         }
+        self.throttle.succeeded(&credentials.username, address);
         self.remember(key, access.subscriber_id, access.password_hash.clone());
         Ok(())
     }
@@ -259,14 +284,9 @@ impl Authenticator {
     /// request (which would fill the queue and answer a good credential with 503s). Right and
     /// wrong passwords are shared alike, so this tells nothing about either; requests one after
     /// another still cost a check each when refused.
-    async fn verify_once(
-        &self,
-        key: &[u8; 32],
-        password: &str,
-        stored: &str,
-    ) -> Result<bool, ApiError> {
+    async fn verify_once(&self, check: &Check<'_>, stored: &str) -> Result<bool, ApiError> {
         let mut hasher = Sha256::new();
-        hasher.update(key);
+        hasher.update(check.key);
         hasher.update(stored.as_bytes());
         let flight: [u8; 32] = hasher.finalize().into();
         let cell = self
@@ -275,7 +295,7 @@ impl Authenticator {
             .map(|mut in_flight| in_flight.entry(flight).or_default().clone())
             .ok();
         let Some(cell) = cell else {
-            return self.verify(password, stored).await;
+            return self.throttled_verify(check, stored).await;
         };
         // Taken out of the map when this request is done with it, or dropped (its client went
         // away): nothing is left behind, however the waiters end.
@@ -288,7 +308,7 @@ impl Authenticator {
         // The first request runs the check; the others wait for its answer. If it gives up
         // (its client went away) or the check could not be run, the next one tries itself.
         let answer = cell
-            .get_or_try_init(|| self.verify(password, stored))
+            .get_or_try_init(|| self.throttled_verify(check, stored))
             .await
             .copied();
         waiting.answered = true;
@@ -298,6 +318,16 @@ impl Authenticator {
     /// The password checks being shared now (what `in_flight` holds), for `/metrics`.
     pub fn checks_in_flight(&self) -> usize {
         self.in_flight.lock().map_or(0, |in_flight| in_flight.len())
+    }
+
+    /// A check that starts here takes from the username's and the address's budgets; past
+    /// either, a 429 and no check (requests that share a check running already take nothing).
+    async fn throttled_verify(&self, check: &Check<'_>, stored: &str) -> Result<bool, ApiError> {
+        let username = &check.credentials.username;
+        self.throttle
+            .take(username, check.address)
+            .map_err(ApiError::TooManyRequests)?;
+        self.verify(check.credentials.password(), stored).await
     }
 
     /// A check that cannot be done now is a 503 (come back), never a 401 (wrong password).
@@ -403,16 +433,22 @@ mod tests {
     /// A busy credential's expiry: one request checks it again, the others go on meanwhile.
     #[tokio::test]
     async fn an_expired_credential_is_checked_again_once_not_per_request() {
-        let auth = std::sync::Arc::new(Authenticator::new(Duration::from_millis(50)).unwrap());
+        let auth = std::sync::Arc::new(
+            Authenticator::new(Duration::from_millis(50), ThrottleLimits::default()).unwrap(),
+        );
         let access = SubscriberAccess {
             subscriber_id: 7,
             password_hash: hash_password("s3cret").unwrap(),
             granted: true,
         };
         let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
-        auth.authorize(&credentials, Some(&access)).await.unwrap();
+        auth.authorize(&credentials, Some(&access), None)
+            .await
+            .unwrap();
         assert_eq!(auth.password_checks().get(), 1);
-        auth.authorize(&credentials, Some(&access)).await.unwrap();
+        auth.authorize(&credentials, Some(&access), None)
+            .await
+            .unwrap();
         assert_eq!(auth.password_checks().get(), 1, "cached");
 
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -420,7 +456,7 @@ mod tests {
         for _ in 0..16 {
             let (auth, access) = (auth.clone(), access.clone());
             let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
-            requests.spawn(async move { auth.authorize(&credentials, Some(&access)).await });
+            requests.spawn(async move { auth.authorize(&credentials, Some(&access), None).await });
         }
         while let Some(answer) = requests.join_next().await {
             let answer = answer.unwrap();
@@ -434,13 +470,13 @@ mod tests {
 
         // A changed password is refused at once, even while an expired entry is refreshed.
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let refresh = auth.authorize(&credentials, Some(&access));
+        let refresh = auth.authorize(&credentials, Some(&access), None);
         let changed = SubscriberAccess {
             password_hash: hash_password("other").unwrap(),
             ..access.clone()
         };
         let (refreshed, after_change) =
-            tokio::join!(refresh, auth.authorize(&credentials, Some(&changed)));
+            tokio::join!(refresh, auth.authorize(&credentials, Some(&changed), None));
         assert!(refreshed.is_ok());
         assert!(matches!(after_change, Err(ApiError::NotAuthorized)));
     }
@@ -450,7 +486,9 @@ mod tests {
     /// they arrive together, and cost a check each when they come one after another.
     #[tokio::test]
     async fn requests_with_a_credential_being_checked_wait_for_that_check() {
-        let auth = std::sync::Arc::new(Authenticator::new(Duration::from_secs(60)).unwrap());
+        let auth = std::sync::Arc::new(
+            Authenticator::new(Duration::from_secs(60), ThrottleLimits::default()).unwrap(),
+        );
         let access = SubscriberAccess {
             subscriber_id: 7,
             password_hash: hash_password("s3cret").unwrap(),
@@ -461,7 +499,8 @@ mod tests {
             for _ in 0..40 {
                 let (auth, access) = (auth.clone(), access.clone());
                 let credentials = parse_basic(&basic(header)).unwrap();
-                requests.spawn(async move { auth.authorize(&credentials, Some(&access)).await });
+                requests
+                    .spawn(async move { auth.authorize(&credentials, Some(&access), None).await });
             }
             requests
         };
@@ -482,7 +521,11 @@ mod tests {
         );
         let credentials = parse_basic(&basic("reader:guess")).unwrap();
         for expected in 3..6 {
-            assert!(auth.authorize(&credentials, Some(&access)).await.is_err());
+            assert!(
+                auth.authorize(&credentials, Some(&access), None)
+                    .await
+                    .is_err()
+            );
             assert_eq!(
                 auth.password_checks().get(),
                 expected,
@@ -495,7 +538,9 @@ mod tests {
     /// the shared entry goes with the last of them.
     #[tokio::test]
     async fn a_check_whose_waiters_all_went_away_leaves_nothing_behind() {
-        let auth = std::sync::Arc::new(Authenticator::new(Duration::from_secs(60)).unwrap());
+        let auth = std::sync::Arc::new(
+            Authenticator::new(Duration::from_secs(60), ThrottleLimits::default()).unwrap(),
+        );
         let access = SubscriberAccess {
             subscriber_id: 7,
             password_hash: hash_password("s3cret").unwrap(),
@@ -507,7 +552,8 @@ mod tests {
                 let (auth, access) = (auth.clone(), access.clone());
                 // Different credentials in each round, shared by the round's four requests.
                 let credentials = parse_basic(&basic(&format!("user{round}:guess"))).unwrap();
-                requests.spawn(async move { auth.authorize(&credentials, Some(&access)).await });
+                requests
+                    .spawn(async move { auth.authorize(&credentials, Some(&access), None).await });
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
             assert!(
@@ -524,7 +570,9 @@ mod tests {
         }
         // And answered ones go as before.
         let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
-        auth.authorize(&credentials, Some(&access)).await.unwrap();
+        auth.authorize(&credentials, Some(&access), None)
+            .await
+            .unwrap();
         assert_eq!(auth.checks_in_flight(), 0);
     }
 

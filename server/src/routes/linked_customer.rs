@@ -1,6 +1,6 @@
 //! `getLinkedCustomer`: the customer, with their vehicles, linked to an entity of a department.
 
-use crate::auth::{SEARCH_SCOPE, parse_basic};
+use crate::auth::{SEARCH_SCOPE, parse_basic, username_hash};
 use crate::domain::{DepartmentToken, EntityId};
 use crate::errors::{self, ApiError, Code};
 use crate::model::{self, Entity, ErrorResponse, LinkedCustomerResponse};
@@ -10,6 +10,7 @@ use actix_web::body::BoxBody;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, Responder, ResponseError, web};
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 /// The operation's path, relative to the `/customer` base, as the spec spells it: the one
 /// literal for both the document (`#[utoipa::path]`) and the router ([`route`]).
@@ -59,7 +60,15 @@ async fn answer(request: &HttpRequest, state: &AppState) -> Result<Option<String
         (Some(value), None) => value.to_str().ok().and_then(parse_basic),
         _ => None,
     }
-    .ok_or(ApiError::MissingCredentials)?;
+    .ok_or(ApiError::MissingCredentials);
+    let address = client_address(request, &state.trusted_proxies);
+    let credentials = match credentials {
+        Ok(credentials) => credentials,
+        Err(err) => {
+            refused(state, &err, None, address);
+            return Err(err);
+        }
+    };
 
     let segment = |name: &str| request.match_info().get(name).unwrap_or_default();
     let path = parse_segments(
@@ -81,7 +90,10 @@ async fn answer(request: &HttpRequest, state: &AppState) -> Result<Option<String
     let cached = state.auth.verified_hash(&credentials);
     let found = read(state, &key(cached.as_deref())).await?;
     let access = found.as_ref().map(|found| &found.access);
-    state.auth.authorize(&credentials, access).await?;
+    if let Err(err) = state.auth.authorize(&credentials, access, address).await {
+        refused(state, &err, Some(&credentials.username), address);
+        return Err(err);
+    }
     let Some(found) = found else {
         return Err(ApiError::NotAuthorized);
     };
@@ -99,6 +111,46 @@ async fn answer(request: &HttpRequest, state: &AppState) -> Result<Option<String
         }
     };
     Ok(document)
+}
+
+/// Counts a refusal by its reason and logs it with the client's address and a hash of the
+/// username (never the username or the password). A 503 is not a refusal.
+fn refused(state: &AppState, err: &ApiError, username: Option<&str>, address: Option<IpAddr>) {
+    let reason = match err {
+        ApiError::MissingCredentials => "missing_credentials",
+        ApiError::NotAuthorized => "not_authorized",
+        ApiError::TooManyRequests(throttled) => throttled.reason(),
+        _ => return,
+    };
+    state.refusals.with_label_values(&[reason]).inc();
+    let client = address.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+    let user = username.map(username_hash).unwrap_or_default();
+    tracing::info!(reason, client, user, "credentials refused");
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address
+/// in `X-Forwarded-For` (read from the right, as each proxy appends) that is not one.
+fn client_address(request: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = request.peer_addr()?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return Some(ip),
+            // Not an address: the proxy's own is the one known for sure.
+            Err(_) => break,
+        }
+    }
+    Some(peer)
 }
 
 /// A lookup, counting the document bytes it moved from the database (`/metrics`), whether
@@ -142,6 +194,13 @@ pub enum LinkedCustomerAnswer {
     )]
     Unauthorized(Refusal),
     #[response(
+        status = 429,
+        description = "Too many password checks for this username or from this address; try again after Retry-After seconds.",
+        content_type = "application/json",
+        headers(("Retry-After" = i32, description = "Seconds to wait before trying again."))
+    )]
+    TooManyRequests(Refusal),
+    #[response(
         status = 500,
         description = "The server failed. The body carries no internal detail.",
         content_type = "application/json"
@@ -164,6 +223,9 @@ impl From<Result<Option<String>, ApiError>> for LinkedCustomerAnswer {
             Err(err @ ApiError::BadRequest(_)) => LinkedCustomerAnswer::BadRequest(Refusal(err)),
             Err(err @ (ApiError::MissingCredentials | ApiError::NotAuthorized)) => {
                 LinkedCustomerAnswer::Unauthorized(Refusal(err))
+            }
+            Err(err @ ApiError::TooManyRequests(_)) => {
+                LinkedCustomerAnswer::TooManyRequests(Refusal(err))
             }
             Err(err @ ApiError::Unavailable) => LinkedCustomerAnswer::Unavailable(Refusal(err)),
             // Not found and wrong method are the router's answers, never this handler's: here
@@ -188,6 +250,7 @@ impl Responder for LinkedCustomerAnswer {
             LinkedCustomerAnswer::NotLinked => HttpResponse::NoContent().finish(),
             LinkedCustomerAnswer::BadRequest(Refusal(err))
             | LinkedCustomerAnswer::Unauthorized(Refusal(err))
+            | LinkedCustomerAnswer::TooManyRequests(Refusal(err))
             | LinkedCustomerAnswer::Failed(Refusal(err))
             | LinkedCustomerAnswer::Unavailable(Refusal(err)) => err.error_response(),
         }
@@ -300,6 +363,9 @@ mod tests {
             Err(ApiError::BadRequest(Vec::new())),
             Err(ApiError::MissingCredentials),
             Err(ApiError::NotAuthorized),
+            Err(ApiError::TooManyRequests(crate::auth::Throttled::Address(
+                std::time::Duration::from_secs(3),
+            ))),
             Err(ApiError::Unavailable),
             Err(ApiError::Unexpected(anyhow::anyhow!("a fault"))),
             Err(ApiError::NotFound),
@@ -315,7 +381,7 @@ mod tests {
                 "{shown} was answered {status}, which the document does not list"
             );
         }
-        assert_eq!(listed.len(), 6);
+        assert_eq!(listed.len(), 7);
     }
 
     #[test]

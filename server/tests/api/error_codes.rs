@@ -2,8 +2,13 @@
 //! in it is provoked here over HTTP and answered with its status, its title and a message; the
 //! server knows no code that the table does not list.
 
-use crate::helpers::{Backend, DEPARTMENT, TestApp, spawn_app};
+use crate::helpers::{
+    Backend, DEPARTMENT, PASSWORD, TestApp, TestDb, USER, spawn_app, spawn_with, test_limits,
+};
+use linked_customer_server::auth::{SEARCH_SCOPE, ThrottleLimits};
 use linked_customer_server::errors;
+use linked_customer_server::limits::HttpLimits;
+use linked_customer_server::store::DatabaseLimits;
 use serde_json::Value;
 
 /// `(code, title, status)` for each row of the table in the spec.
@@ -69,6 +74,32 @@ async fn provoke(code: i64) -> reqwest::Response {
                 .send()
                 .await
                 .expect("sent")
+        }
+        4029 => {
+            // One password check per username a minute: the second wrong password is 429.
+            let http = HttpLimits {
+                password_checks: ThrottleLimits {
+                    per_username: 1,
+                    per_address: 1000,
+                },
+                ..test_limits()
+            };
+            let app = spawn_with(
+                TestDb::new(Backend::Sqlite).await,
+                DatabaseLimits::default(),
+                http,
+            )
+            .await;
+            app.add_subscriber(USER, PASSWORD, &[DEPARTMENT], SEARCH_SCOPE)
+                .await;
+            let wrong = || app.get_customer_as(DEPARTMENT, "ORDER", "1001", Some((USER, "wrong")));
+            assert_eq!(wrong().await.status(), 401);
+            let throttled = wrong().await;
+            assert!(
+                throttled.headers().contains_key("retry-after"),
+                "{throttled:?}"
+            );
+            throttled
         }
         5000 => {
             let app = plain().await;

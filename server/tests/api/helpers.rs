@@ -64,7 +64,19 @@ pub async fn spawn_empty(backend: Backend) -> TestApp {
 
 /// The server on a random port on `db`, as it is (migrated on the way).
 pub async fn spawn_on(db: TestDb) -> TestApp {
-    spawn_with(db, DatabaseLimits::default(), HttpLimits::default()).await
+    spawn_with(db, DatabaseLimits::default(), test_limits()).await
+}
+
+/// The default limits, but password-check budgets no test reaches by accident: the tests of
+/// those budgets set their own.
+pub fn test_limits() -> HttpLimits {
+    HttpLimits {
+        password_checks: linked_customer_server::auth::ThrottleLimits {
+            per_username: 1_000_000,
+            per_address: 1_000_000,
+        },
+        ..HttpLimits::default()
+    }
 }
 
 /// [`spawn_on`] with other limits than the defaults.

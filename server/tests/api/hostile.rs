@@ -1,7 +1,8 @@
 //! Hostile input, written to the socket byte for byte (no well-behaved client in between):
 //! every request gets a 4xx (in the error envelope when it reaches the operation) or a closed
 //! connection, never a 5xx, a hang or a dead server, and a normal request beside it is served
-//! promptly.
+//! promptly. The same for the TLS port (garbage handshakes, stalled handshakes, plain HTTP):
+//! `tls.rs`.
 
 use crate::helpers::{Backend, DEPARTMENT, PASSWORD, TestApp, USER, spawn_app};
 use base64::Engine;

@@ -104,7 +104,7 @@ async fn a_request_past_its_deadline_is_a_503() {
     };
     let http = HttpLimits {
         request_timeout: Duration::from_secs(1),
-        ..HttpLimits::default()
+        ..crate::helpers::test_limits()
     };
     let app = spawn_limited(Backend::Postgres, database, http).await;
     let mut holder = sqlx::PgConnection::connect(&app.db.url)
@@ -180,7 +180,7 @@ fn one_second_limits() -> HttpLimits {
         request_timeout: Duration::from_secs(1),
         header_timeout: Duration::from_secs(1),
         keep_alive: Duration::from_secs(1),
-        ..HttpLimits::default()
+        ..crate::helpers::test_limits()
     }
 }
 
@@ -290,7 +290,7 @@ async fn connections_past_the_limit_wait_until_one_goes() {
     let limit = std::thread::available_parallelism().map_or(2, usize::from);
     let http = HttpLimits {
         max_connections: limit,
-        ..HttpLimits::default()
+        ..crate::helpers::test_limits()
     };
     let app = spawn_limited(Backend::Sqlite, DatabaseLimits::default(), http).await;
     let mut held: Vec<std::net::TcpStream> = (0..limit)

@@ -375,3 +375,153 @@ async fn every_answer_of_the_operation_is_private() {
         );
     }
 }
+
+/// A basic-auth GET of ORDER 1001 of `dept-north` as `user`, from `client` (through a trusted
+/// proxy's `X-Forwarded-For`); the status and the `Retry-After` header.
+async fn from(base: &str, client: &str, user: &str, password: &str) -> (u16, Option<String>) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{}", crate::cli::ORDER_1001))
+        .basic_auth(user, Some(password))
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .expect("request");
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().expect("text").to_string());
+    (response.status().as_u16(), retry)
+}
+
+/// Guessing one username: its budget spent, the rest are `429` with `Retry-After` and no
+/// password check; the subscriber still logs in from an address where it logged in before;
+/// every refusal is counted by reason and logged with the address and a hash of the username.
+#[tokio::test]
+async fn guessing_a_username_is_bounded_and_its_subscriber_still_logs_in() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sqlite_url(&dir, "lc.db");
+    add_reader(&url);
+    let log = dir.path().join("server.log");
+    let served = Served::start_with(
+        &url,
+        &[
+            "--no-demo",
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--password-checks-per-username",
+            "3",
+        ],
+        &[],
+        Some(&log),
+    );
+    let base = served.base.clone();
+    let checks = || crate::cli::metric(&base, "password_checks_total");
+    assert_eq!(
+        from(&base, "10.0.0.1", "u", PW).await.0,
+        204,
+        "its own address"
+    );
+
+    // Guessed from another address: two more checks, then 429s without a check.
+    let before = checks().await;
+    for _ in 0..2 {
+        assert_eq!(
+            from(&base, "10.6.6.6", "u", "guess-guess-guess").await.0,
+            401
+        );
+    }
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..50 {
+        let started = std::time::Instant::now();
+        let (status, retry) = from(&base, "10.6.6.6", "u", "guess-guess-guess").await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, 429);
+        let retry: u32 = retry.expect("Retry-After").parse().expect("seconds");
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    }
+    assert_eq!(checks().await - before, 2, "no check past the budget");
+    assert!(
+        slowest < std::time::Duration::from_millis(500),
+        "{slowest:?}"
+    );
+    // A new password (so that nothing is cached): refused from a new address, since the
+    // username's budget is spent, and let in from the address it used before.
+    ok(&server(
+        &[
+            "subscriber",
+            "passwd",
+            "--database-url",
+            &url,
+            "--username",
+            "u",
+            "--password-stdin",
+        ],
+        Some("u-password-2\n"),
+    ));
+    assert_eq!(from(&base, "10.0.0.2", "u", "u-password-2").await.0, 429);
+    assert_eq!(from(&base, "10.0.0.1", "u", "u-password-2").await.0, 204);
+
+    let refusals = |reason: &str| format!("auth_refusals_total{{reason=\"{reason}\"}}");
+    assert_eq!(
+        crate::cli::metric(&base, &refusals("not_authorized")).await,
+        2
+    );
+    assert_eq!(
+        crate::cli::metric(&base, &refusals("throttled_username")).await,
+        51
+    );
+    served.stop();
+    let log = std::fs::read_to_string(&log).expect("log");
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("credentials refused"))
+        .collect();
+    assert_eq!(refused.len(), 53, "{log}");
+    let hash = linked_customer_server::auth::username_hash("u");
+    for line in refused {
+        assert!(
+            line.contains("10.6.6.6") || line.contains("10.0.0.2"),
+            "{line}"
+        );
+        assert!(line.contains(&hash), "{line}");
+        assert!(!line.contains("guess-guess-guess"), "{line}");
+    }
+}
+
+/// Without `--trusted-proxy`, `X-Forwarded-For` is the client's to write, so it is not read:
+/// the connection's peer has the one address budget, whatever the header says.
+#[tokio::test]
+async fn a_forged_forwarded_for_does_not_buy_a_new_budget() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sqlite_url(&dir, "lc.db");
+    add_reader(&url);
+    let served = Served::start(&url, &["--no-demo", "--password-checks-per-address", "2"]);
+    for n in 0..2 {
+        let client = format!("10.1.1.{n}");
+        assert_eq!(
+            from(
+                &served.base,
+                &client,
+                &format!("user{n}"),
+                "guess-guess-guess"
+            )
+            .await
+            .0,
+            401
+        );
+    }
+    assert_eq!(
+        from(&served.base, "10.1.1.9", "user9", "guess-guess-guess")
+            .await
+            .0,
+        429
+    );
+    assert_eq!(
+        crate::cli::metric(
+            &served.base,
+            "auth_refusals_total{reason=\"throttled_address\"}"
+        )
+        .await,
+        1
+    );
+}

@@ -359,3 +359,139 @@ fn plain_http_off_loopback_needs_a_proxy_that_terminates_tls() {
         loopback.banner
     );
 }
+
+/// A normal request over TLS beside whatever else is going on: answered within a second.
+async fn served_within_a_second(ca: &Ca, port: u16, context: &str) {
+    let started = Instant::now();
+    let answered = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut stream = connect(&ca.pem, port, &[]).await.expect("handshake");
+        request(&mut stream, &basic_u()).await
+    })
+    .await;
+    assert_eq!(
+        answered.ok(),
+        Some(200),
+        "{context}: a normal request was not answered within 1 s ({:?})",
+        started.elapsed()
+    );
+}
+
+/// Sends `bytes` on a new connection to the TLS port and reads until it closes: no HTTP
+/// answer (certainly no 5xx), and closed within 5 s.
+fn garbage(port: u16, bytes: &[u8], name: &str) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let started = Instant::now();
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let hung = matches!(&read, Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+    assert!(!hung, "{name}: the connection was still open after 5 s");
+    assert!(started.elapsed() < Duration::from_secs(5), "{name}");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{name}: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// Garbage where a handshake should be, and plain HTTP: refused and closed, and the server
+/// goes on serving.
+#[tokio::test]
+async fn garbage_handshakes_are_closed_and_the_server_goes_on() {
+    let ca = Ca::new("test CA");
+    let server = TlsServer::start(&ca, &[]);
+    let port = server.port;
+    let corpus: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "random bytes",
+            (0..512u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ),
+        ("zeros", vec![0u8; 16 * 1024]),
+        // A handshake record that claims 16 KiB and brings 5 bytes.
+        (
+            "a truncated record",
+            vec![0x16, 0x03, 0x01, 0x40, 0x00, 1, 0, 0, 0, 0],
+        ),
+        // A record longer than TLS allows.
+        (
+            "an oversized record",
+            [vec![0x16, 0x03, 0x03, 0xff, 0xff], vec![0; 1024]].concat(),
+        ),
+        // SSL 2.0's hello.
+        (
+            "an SSLv2 hello",
+            vec![
+                0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10,
+            ],
+        ),
+        (
+            "an alert first",
+            vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+        ),
+        (
+            "plain HTTP",
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        ),
+        (
+            "an HTTP/2 preface in clear",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (name, bytes) in corpus {
+        let bytes = bytes.clone();
+        tokio::task::spawn_blocking(move || garbage(port, &bytes, name))
+            .await
+            .expect("garbage");
+        served_within_a_second(&ca, port, name).await;
+    }
+}
+
+/// Connections that start a handshake and stall, beside normal traffic: the normal requests
+/// are answered promptly, and the stalled connections are closed by the handshake deadline.
+#[tokio::test]
+async fn slow_handshakes_do_not_delay_normal_requests() {
+    let ca = Ca::new("test CA");
+    let server = TlsServer::start(&ca, &[]);
+    let port = server.port;
+    let stalled: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            // The first bytes of a ClientHello record, and nothing more.
+            stream.write_all(&[0x16, 0x03, 0x01]).expect("write");
+            stream
+        })
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        served_within_a_second(&ca, port, "beside 64 stalled handshakes").await;
+    }
+    let closed = tokio::task::spawn_blocking(move || {
+        stalled
+            .into_iter()
+            .filter_map(|mut stream| {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut byte = [0u8; 1];
+                // Closed (0 bytes, an alert, or a reset) rather than timed out.
+                match stream.read(&mut byte) {
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        None
+                    }
+                    _ => Some(()),
+                }
+            })
+            .count()
+    })
+    .await
+    .expect("stalled");
+    assert_eq!(closed, 64, "stalled handshakes left open past the deadline");
+}
