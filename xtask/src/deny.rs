@@ -97,18 +97,47 @@ fn prepare_db(db: AdvisoryDb) -> Result<()> {
 }
 
 /// The bundle's absolute path (a clone's `origin` must not depend on the current folder), or a
-/// failure that says where it was looked for and what else to do.
+/// failure that says where it was looked for and what else to do. Looked for in
+/// `LC_ADVISORY_BUNDLE`, next to the repository (`../shared/`), then in the copy that an
+/// earlier run kept in the user's tool cache, so that a clone elsewhere on the machine (a CI
+/// checkout) finds it too.
 fn bundle() -> Result<String> {
-    bundle_at(&root().join(BUNDLE))
+    let cached = crate::tools::installed_tools_cache().join("advisory-db.bundle");
+    let mut candidates: Vec<std::path::PathBuf> = std::env::var_os("LC_ADVISORY_BUNDLE")
+        .filter(|value| !value.is_empty())
+        .map(Into::into)
+        .into_iter()
+        .collect();
+    candidates.push(root().join(BUNDLE));
+    for candidate in &candidates {
+        if let Ok(path) = candidate.canonicalize() {
+            keep_a_copy(&path, &cached);
+            println!("advisory database: the bundle {}", path.display());
+            return Ok(path.to_string_lossy().into_owned());
+        }
+    }
+    candidates.push(cached);
+    bundle_at(candidates.last().expect("a candidate"), &candidates)
 }
 
-fn bundle_at(path: &Path) -> Result<String> {
+/// A copy of the bundle in the tool cache, for checkouts that have none next to them.
+fn keep_a_copy(bundle: &Path, cached: &Path) {
+    let size = |path: &Path| fs::metadata(path).map(|m| m.len()).ok();
+    if size(bundle) != size(cached) {
+        let _ = fs::create_dir_all(cached.parent().unwrap_or(cached));
+        let _ = fs::copy(bundle, cached);
+    }
+}
+
+fn bundle_at(path: &Path, looked_in: &[std::path::PathBuf]) -> Result<String> {
     let Ok(path) = path.canonicalize() else {
+        let looked: Vec<String> = looked_in.iter().map(|p| p.display().to_string()).collect();
         bail!(
-            "the RustSec advisory database bundle is missing: expected {} (`{BUNDLE}`, next to \
-             the repository). Put a git bundle of the database there (branch `main`), or check \
-             against the live database with `{DB_VARIABLE}=live cargo xtask deny`",
-            path.display()
+            "the RustSec advisory database bundle is missing: looked for {} (`{BUNDLE}`, next to \
+             the repository, or LC_ADVISORY_BUNDLE). Put a git bundle of the database there \
+             (branch `main`), or check against the live database with `{DB_VARIABLE}=live cargo \
+             xtask deny`",
+            looked.join(", ")
         );
     };
     println!("advisory database: the bundle {}", path.display());
@@ -214,7 +243,10 @@ mod tests {
     #[test]
     fn a_missing_bundle_says_where_it_was_looked_for_and_what_else_to_do() {
         let missing = target_dir().join("xtask/no-such-folder/advisory-db.bundle");
-        let message = format!("{:#}", bundle_at(&missing).unwrap_err());
+        let message = format!(
+            "{:#}",
+            bundle_at(&missing, std::slice::from_ref(&missing)).unwrap_err()
+        );
         assert!(
             message.contains(&missing.display().to_string()),
             "{message}"

@@ -107,7 +107,7 @@ pub fn node_tool(name: &str) -> Command {
 /// returns the path of its binary.
 /// Where cargo-installed tools are kept: `LC_TOOLS_CACHE`, else `$XDG_CACHE_HOME/linked-customer`,
 /// else `~/.cache/linked-customer`, else `.tools` (no home to speak of).
-fn installed_tools_cache() -> PathBuf {
+pub(crate) fn installed_tools_cache() -> PathBuf {
     let from = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
     if let Some(dir) = from("LC_TOOLS_CACHE") {
         PathBuf::from(dir)
