@@ -118,8 +118,8 @@ struct Measured {
     lookup_tls: Load,
     /// getLinkedCustomer on a new connection per request: plain HTTP, and TLS with a full
     /// handshake each.
-    fresh: Load,
-    fresh_tls: Load,
+    fresh: Fresh,
+    fresh_tls: Fresh,
     /// getLinkedCustomer answers during the load by status, from the server's `/metrics`.
     statuses: Vec<(u16, u64)>,
     server_peak_kib: u64,
@@ -617,7 +617,7 @@ fn measure(database: Database, rig: &Rig) -> Result<Measured> {
 /// not share the cores): getLinkedCustomer over TLS with wrk's kept connections, then on a new
 /// connection per request. wrk does not check the certificate (Debian's build verifies none),
 /// which does not change what a handshake costs the server; the new-connection loop checks it.
-fn measure_tls(database: Database, rig: &Rig, url: &str, auth: &str) -> Result<(Load, Load)> {
+fn measure_tls(database: Database, rig: &Rig, url: &str, auth: &str) -> Result<(Load, Fresh)> {
     let log = rig.work.join(format!("server-{}-tls.log", database.key()));
     let server = Server::start_tls(&rig.binary, url, &database.server_env(), &log, &rig.tls)?;
     sanity_checks(&server, auth, rig.customers)?;
@@ -1175,6 +1175,29 @@ fn parse_wrk(stdout: &str) -> Result<Load> {
 // ---------------------------------------------------------------------------------------------
 // A new connection per request
 
+/// A load of [`fresh_connections`], with the CPU time that each request cost the server and
+/// this loop (milliseconds): the loop shares the cores with the server, so its own cost bounds
+/// the rate, and the server's cost per connection is the figure that does not depend on it.
+struct Fresh {
+    load: Load,
+    server_cpu_ms: f64,
+    client_cpu_ms: f64,
+}
+
+/// Linux's `USER_HZ`, the unit of `/proc/PID/stat`'s times: 100 on every architecture Linux
+/// runs on with this ABI.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// The CPU time (user and system, every thread) that process `pid` has used so far, seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Past the command's name (in parentheses, which may hold spaces): field 3 onwards; utime
+    // and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / CLOCK_TICKS_PER_SECOND)
+}
+
 /// What one thread of [`fresh_connections`] saw: the latency of each answer (microseconds),
 /// answers other than 200 and 204, and requests that got no answer.
 #[derive(Default)]
@@ -1188,7 +1211,12 @@ struct Seen {
 /// the certificate checked, when the server speaks it), from [`FRESH_THREADS`] threads for
 /// `seconds`, on the lookups wrk makes. wrk keeps its connections open, so this loop of our own
 /// measures what a connection costs; the threads run beside the server on the same cores.
-fn fresh_connections(server: &Server, customers: usize, auth: &str, seconds: u64) -> Result<Load> {
+fn fresh_connections(server: &Server, customers: usize, auth: &str, seconds: u64) -> Result<Fresh> {
+    let cpu = || -> Result<(f64, f64)> {
+        let of = |pid| cpu_seconds(pid).context("no CPU times in /proc (is this Linux?)");
+        Ok((of(server.child.id())?, of(std::process::id())?))
+    };
+    let (server_before, client_before) = cpu()?;
     println!(
         "$ {FRESH_THREADS} threads, getLinkedCustomer on a new connection per request, {seconds} s: {}",
         server.url("/")
@@ -1221,8 +1249,19 @@ fn fresh_connections(server: &Server, customers: usize, auth: &str, seconds: u64
         bad_status: seen.iter().map(|s| s.bad_status).sum(),
         socket_errors: seen.iter().map(|s| s.socket_errors).sum(),
     };
-    print_load(&load);
-    Ok(load)
+    let (server_after, client_after) = cpu()?;
+    let per_request = |seconds: f64| 1000.0 * seconds / load.requests.max(1) as f64;
+    let fresh = Fresh {
+        server_cpu_ms: per_request(server_after - server_before),
+        client_cpu_ms: per_request(client_after - client_before),
+        load,
+    };
+    print_load(&fresh.load);
+    println!(
+        "CPU per request: the server {:.3} ms, this loop {:.3} ms",
+        fresh.server_cpu_ms, fresh.client_cpu_ms
+    );
+    Ok(fresh)
 }
 
 /// One thread of [`fresh_connections`]: random lookups (seeded by `thread`) until `until`.
@@ -1404,10 +1443,10 @@ impl Measured {
             ("`/healthz`", &self.healthz),
             ("getLinkedCustomer", &self.lookup),
             ("getLinkedCustomer over TLS", &self.lookup_tls),
-            ("getLinkedCustomer, new connection each", &self.fresh),
+            ("getLinkedCustomer, new connection each", &self.fresh.load),
             (
                 "getLinkedCustomer over TLS, new connection each",
-                &self.fresh_tls,
+                &self.fresh_tls.load,
             ),
         ]
     }
@@ -1447,7 +1486,9 @@ fn print_table(results: &[Measured], rig: &Rig) {
         }
     }
     for result in results {
-        println!("{}: {}", result.database.name(), tls_summary(result));
+        let name = result.database.name();
+        println!("{name}: {}", tls_summary(result));
+        println!("{name}: {}", connections_summary(result));
         println!(
             "{}: answers {}; server peak RSS {} (anonymous {}); import {:.0} customers/s, peak RSS {}{}",
             result.database.name(),
@@ -1468,21 +1509,37 @@ fn print_table(results: &[Measured], rig: &Rig) {
     }
 }
 
-/// TLS against plain HTTP, for the tables' notes.
+/// TLS on kept connections against plain HTTP, for the tables' notes.
 fn tls_summary(result: &Measured) -> String {
     let ratio = result.tls_ratio();
     format!(
         "getLinkedCustomer over TLS on kept connections does {ratio:.2} of plain HTTP's \
-         requests/s (goal >= {TLS_RATIO_GOAL:.2}: {}); {:.0} new TLS connections/s (a full \
-         handshake and one request each), {:.2} of plain HTTP's {:.0} new connections/s",
+         requests/s (goal >= {TLS_RATIO_GOAL:.2}: {})",
         if ratio >= TLS_RATIO_GOAL {
             "met"
         } else {
             "missed"
-        },
-        result.fresh_tls.per_second,
-        result.fresh_tls.per_second / result.fresh.per_second,
-        result.fresh.per_second
+        }
+    )
+}
+
+/// New connections, TLS against plain, and what each cost in CPU.
+fn connections_summary(result: &Measured) -> String {
+    let (tls, plain) = (&result.fresh_tls, &result.fresh);
+    format!(
+        "{:.0} new TLS connections/s (a full handshake and one request each), {:.2} of plain \
+         HTTP's {:.0}/s; CPU per connection: the server {:.2} ms over TLS ({:.0} connections per \
+         CPU-second) and {:.2} ms plain, the measuring loop {:.2} ms over TLS and {:.2} ms plain \
+         (xtask, a debug build on the same cores: where it costs more than the server, it bounds \
+         the rate)",
+        tls.load.per_second,
+        tls.load.per_second / plain.load.per_second,
+        plain.load.per_second,
+        tls.server_cpu_ms,
+        1000.0 / tls.server_cpu_ms,
+        plain.server_cpu_ms,
+        tls.client_cpu_ms,
+        plain.client_cpu_ms
     )
 }
 
@@ -1574,8 +1631,10 @@ P-256, TLS 1.3 settles), once the first is stopped. **TLS / plain** is getLinked
 TLS on wrk's kept connections as a share of the plain row (goal >= 0.80); wrk over `https://`
 checks no certificate, which changes nothing the server does. The *new connection each* rows
 are not wrk (it keeps its connections) but xtask's own loop: 8 threads, each request on a new
-TCP connection, over TLS a full handshake (rustls, the certificate checked, no resumption);
-the loop shares the cores with the server, so they show what a connection costs.
+TCP connection, over TLS a full handshake (rustls, the certificate checked, no resumption).
+The loop (a debug build) shares the cores with the server and may spend more CPU on a TLS
+connection than the server does, which then bounds the rate: the server's CPU time per
+connection (from `/proc`), noted under the table, is the figure that does not depend on it.
 ";
 
 fn section(
@@ -1607,10 +1666,12 @@ fn section(
     }
     text.push_str(&format!(
         "\n- TLS: {}\n\
+         - new connections: {}\n\
          - getLinkedCustomer answers (server's `/metrics`): {}\n\
          - server peak RSS (VmHWM) after the two plain wrk loads: {}; of it anonymous memory (the server's own, without mapped files; `RssAnon` sampled every 100 ms) at most {}\n\
          - import of {customers} customers (`linked-customer-server import`, wall time): {:.2} s, {:.0} customers/s, peak RSS {}\n",
         tls_summary(result),
+        connections_summary(result),
         statuses_text(&result.statuses),
         mib(result.server_peak_kib),
         mib(result.server_peak_anon_kib),

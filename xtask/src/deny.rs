@@ -1,5 +1,5 @@
-//! `cargo xtask deny [--canary] [--advisory-db bundle|live]`: cargo-deny (pinned, installed into
-//! `.tools/`) over the dependency graph with the committed `deny.toml`: RustSec advisories,
+//! `cargo xtask deny [--canary] [--advisory-db bundle|live]`: cargo-deny (pinned, built once
+//! into the user's tool cache) over the dependency graph with the committed `deny.toml`: RustSec advisories,
 //! licences, bans and sources (crates.io only). The advisory database is a git clone below
 //! `.tools/advisory-dbs` whose `origin` is, by default, the bundle next to the repository
 //! (`../shared/advisory-db.bundle`), so that cargo-deny's fetch never leaves this machine; with
