@@ -10,6 +10,7 @@ pub mod import;
 pub mod limits;
 pub mod model;
 pub mod openapi;
+pub mod readiness;
 pub mod routes;
 pub mod startup;
 pub mod state;

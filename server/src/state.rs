@@ -43,6 +43,8 @@ pub struct AppState {
     pub refusals: prometheus::IntCounterVec,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// What `/readyz` answers: the databases as a task of its own last probed them.
+    pub readiness: Arc<crate::readiness::KeptReadiness>,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
         )?;
         metrics.register(Box::new(refusals.clone()))?;
         Ok(AppState {
+            readiness: crate::readiness::KeptReadiness::start(store.clone()),
             document_bytes,
             refusals,
             trusted_proxies: Vec::new(),

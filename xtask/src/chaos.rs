@@ -176,9 +176,18 @@ fn database_outage(server: &Server, cluster: &Cluster, auth: &str) -> Result<Vec
     let stopped_at = started.elapsed();
     cluster.stop()?;
     println!("database stopped at {:.1} s", stopped_at.as_secs_f64());
-    std::thread::sleep(Duration::from_secs(2));
-    let (ready_down, _) = bench::get(&server.address, "/readyz", None)?;
-    std::thread::sleep(Duration::from_secs(3));
+    // `/readyz` answers from the server's probes (one a second; not ready after three failed
+    // in a row): it must say 503 within a few seconds of the stop.
+    let down_since = Instant::now();
+    let ready_down = loop {
+        let (status, _) = bench::get(&server.address, "/readyz", None)?;
+        if status == 503 || down_since.elapsed() > Duration::from_millis(4500) {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let unready_after = down_since.elapsed();
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(down_since.elapsed()));
     let restarted_at = started.elapsed();
     cluster.start()?;
     println!("database started at {:.1} s", restarted_at.as_secs_f64());
@@ -232,11 +241,12 @@ fn database_outage(server: &Server, cluster: &Cluster, auth: &str) -> Result<Vec
             before.iter().filter(|s| served(s)).count()
         ),
         format!(
-            "- database down ({:.1} s): {} answers by status {:?} (0: none), slowest {} ms; `/readyz` {ready_down}",
+            "- database down ({:.1} s): {} answers by status {:?} (0: none), slowest {} ms; `/readyz` {ready_down} ({} ms after the stop)",
             (restarted_at - stopped_at).as_secs_f64(),
             during.len(),
             statuses_down,
-            slowest_down.as_millis()
+            slowest_down.as_millis(),
+            unready_after.as_millis()
         ),
         format!(
             "- database started again: served again after {} ms, with no restart of the server; afterwards {} answers, {} of them 200/204; `/readyz` {ready_up}",

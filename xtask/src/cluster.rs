@@ -255,6 +255,9 @@ impl Servers {
             // A line per request on stderr costs the three servers a share of two cores.
             ("RUST_LOG", "warn".to_string()),
             ("LINKED_CUSTOMER_ADMIN_BIND", self.operations[index].clone()),
+            // Every client arrives from HAProxy: the password-check budgets go by the address
+            // it forwards for (`option forwardfor`), not by its own.
+            ("LINKED_CUSTOMER_TRUSTED_PROXIES", "127.0.0.1".to_string()),
         ];
         let server = Server::start_on(
             &self.binary,
@@ -373,13 +376,22 @@ defaults
 
 frontend api
     bind {address} ssl crt {} ssl-min-ver TLSv1.2 alpn http/1.1
+    option forwardfor
     default_backend servers
 
 backend servers
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server check inter 200ms fastinter 100ms downinter 200ms fall 2 rise 2
+    # /readyz answers from the server's own probes at once; a check may still wait for a busy
+    # machine, so one slow answer is not a verdict: three failed checks in a row take a server
+    # out, two good ones bring it back.
+    timeout check 1s
+    default-server inter 1s fastinter 500ms downinter 1s fall 3 rise 2
+    # When every server fails its checks, keep sending to all of them (the unchecked backups
+    # below) rather than answer 503 to everyone: a fleet-wide failure of the checks is more
+    # likely the checks than the fleet.
+    option allbackups
 ",
         certificate.display()
     ));
@@ -387,6 +399,12 @@ backend servers
         let port = operations.rsplit_once(':').map_or("", |(_, port)| port);
         text.push_str(&format!(
             "    server s{} {server} check port {port}\n",
+            index + 1
+        ));
+    }
+    for (index, server) in servers.binds.iter().enumerate() {
+        text.push_str(&format!(
+            "    server s{}-unchecked {server} backup\n",
             index + 1
         ));
     }

@@ -243,6 +243,12 @@ impl Authenticator {
         cache.get(&key).map(|entry| entry.password_hash.clone())
     }
 
+    /// A password check these credentials would need (they are not cached) that a budget found
+    /// spent a moment ago refuses: the request is answered `429` before the database is read.
+    pub fn spent(&self, credentials: &Credentials, address: Option<IpAddr>) -> Option<Throttled> {
+        self.throttle.spent(&credentials.username, address)
+    }
+
     /// Lets the request through if `credentials` name a subscriber (`access`, as read for this
     /// request) whose password matches and who holds the scope on the department; every other
     /// outcome is the same `NotAuthorized`, after the same one password check.

@@ -55,6 +55,12 @@ impl Default for ThrottleLimits {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Whose {
+    Username,
+    Address,
+}
+
 /// Whose budget is spent, and when the next check would be allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Throttled {
@@ -86,6 +92,9 @@ pub struct Throttle {
     usernames: RwLock<Budgets>,
     addresses: RwLock<Budgets>,
     trusted: Mutex<HashMap<Key, Instant>>,
+    /// Keys whose budget was found spent, and until when: a request for one of them is answered
+    /// `429` before anything else is done for it (no database read), until then.
+    spent: Mutex<HashMap<(Whose, Key), Instant>>,
     clock: MonotonicClock,
     born: Instant,
     /// Milliseconds after `born` of the last sweep.
@@ -103,6 +112,7 @@ impl Throttle {
             usernames: RwLock::new(budgets(limits.per_username)),
             addresses: RwLock::new(budgets(limits.per_address)),
             trusted: Mutex::new(HashMap::new()),
+            spent: Mutex::new(HashMap::new()),
             clock: MonotonicClock,
             born: Instant::now(),
             swept_ms: AtomicU64::new(0),
@@ -119,13 +129,54 @@ impl Throttle {
         self.sweep_now_and_then();
         let user = self.username_key(username);
         if let Some(address) = address {
-            take_from(&self.addresses, &address_key(address), &self.clock)
-                .map_err(Throttled::Address)?;
+            let key = address_key(address);
+            take_from(&self.addresses, &key, &self.clock)
+                .map_err(|wait| self.spent_until(Whose::Address, key, wait))?;
             if self.is_trusted(&pair_key(&user, address)) {
                 return Ok(());
             }
         }
-        take_from(&self.usernames, &user, &self.clock).map_err(Throttled::Username)
+        take_from(&self.usernames, &user, &self.clock)
+            .map_err(|wait| self.spent_until(Whose::Username, user, wait))
+    }
+
+    /// Whether a password check for `username` from `address` would be refused now, as a budget
+    /// was found spent a moment ago: answered without reading the database. Takes nothing.
+    pub fn spent(&self, username: &str, address: Option<IpAddr>) -> Option<Throttled> {
+        let user = self.username_key(username);
+        let trusted = address.is_some_and(|address| self.is_trusted(&pair_key(&user, address)));
+        let spent = self.spent.lock().ok()?;
+        let now = Instant::now();
+        let left = |whose, key| {
+            spent
+                .get(&(whose, key))
+                .and_then(|until: &Instant| until.checked_duration_since(now))
+        };
+        if let Some(address) = address
+            && let Some(wait) = left(Whose::Address, address_key(address))
+        {
+            return Some(Throttled::Address(wait));
+        }
+        if trusted {
+            return None;
+        }
+        left(Whose::Username, user).map(Throttled::Username)
+    }
+
+    fn spent_until(&self, whose: Whose, key: Key, wait: Duration) -> Throttled {
+        if let Ok(mut spent) = self.spent.lock() {
+            if spent.len() >= MAX_KEYS {
+                let now = Instant::now();
+                spent.retain(|_, until| *until > now);
+            }
+            if spent.len() < MAX_KEYS {
+                spent.insert((whose, key), Instant::now() + wait);
+            }
+        }
+        match whose {
+            Whose::Username => Throttled::Username(wait),
+            Whose::Address => Throttled::Address(wait),
+        }
     }
 
     /// The password of `username` matched from `address`: that pair is exempt from the
@@ -182,6 +233,11 @@ impl Throttle {
 
     /// Drops the keys whose budget is full again; starts a map afresh that is still too big.
     pub fn sweep(&self) {
+        if let Ok(mut spent) = self.spent.lock() {
+            let now = Instant::now();
+            spent.retain(|_, until| *until > now);
+            spent.shrink_to_fit();
+        }
         for (name, budgets, per_minute) in [
             ("username", &self.usernames, self.limits.per_username),
             ("address", &self.addresses, self.limits.per_address),
@@ -313,6 +369,13 @@ mod tests {
             Ok(()),
             "its own address"
         );
+        // What was found spent is known without taking anything.
+        assert!(matches!(
+            throttle.spent("crm", ip("10.8.8.8")),
+            Some(Throttled::Username(_))
+        ));
+        assert_eq!(throttle.spent("crm", ip("10.0.0.1")), None);
+        assert_eq!(throttle.spent("other", ip("10.8.8.8")), None);
     }
 
     /// A flood of a million new usernames: the maps stay within their bound.

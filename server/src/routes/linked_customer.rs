@@ -88,6 +88,14 @@ async fn answer(request: &HttpRequest, state: &AppState) -> Result<Option<String
     };
     // A cached credential: one statement reads the grant, the hash and the document.
     let cached = state.auth.verified_hash(&credentials);
+    // Not cached, and its budget already found spent: refused before the database is read.
+    if cached.is_none()
+        && let Some(throttled) = state.auth.spent(&credentials, address)
+    {
+        let err = ApiError::TooManyRequests(throttled);
+        refused(state, &err, Some(&credentials.username), address);
+        return Err(err);
+    }
     let found = read(state, &key(cached.as_deref())).await?;
     let access = found.as_ref().map(|found| &found.access);
     if let Err(err) = state.auth.authorize(&credentials, access, address).await {

@@ -12,17 +12,24 @@ pub async fn healthz() -> HttpResponse {
         .body("ok\n")
 }
 
-/// 200 when lookups can be answered, 503 when they cannot; a line per database after that
-/// (`primary up`, `replica1 unreachable`, ...). Why a database did not answer goes to the log,
-/// not to the caller.
+/// 200 while the server is ready (its last probe of the databases succeeded, or fewer than
+/// [`crate::readiness::FALL`] in a row have failed), 503 when it is not; a line per database
+/// after that (`primary up`, `replica1 unreachable`, ...), as the last probe found it, and its
+/// age in milliseconds in the `x-probed-ms-ago` header. Answered from kept state: it never waits
+/// on a database. Why a database did not answer goes to the log, not to the caller.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let readiness = state.store.readiness().await;
-    let mut body = String::from(if readiness.serving {
+    // Before the first probe has finished (the server has just started), the kept state is
+    // that of a probe made now.
+    let kept = match state.readiness.kept() {
+        Some(kept) => kept,
+        None => state.readiness.probe_now(state.store.as_ref()).await,
+    };
+    let mut body = String::from(if kept.ready {
         "ready\n"
     } else {
         "database unreachable\n"
     });
-    for database in &readiness.databases {
+    for database in &kept.readiness.databases {
         let reachable = if database.reachable {
             "up"
         } else {
@@ -30,12 +37,18 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         };
         body.push_str(&format!("{} {reachable}\n", database.name));
     }
-    let mut response = if readiness.serving {
+    let mut response = if kept.ready {
         HttpResponse::Ok()
     } else {
         HttpResponse::ServiceUnavailable()
     };
-    response.content_type(ContentType::plaintext()).body(body)
+    response
+        .content_type(ContentType::plaintext())
+        .insert_header((
+            "x-probed-ms-ago",
+            kept.probed_at.elapsed().as_millis().to_string(),
+        ))
+        .body(body)
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -137,6 +137,24 @@ impl TestApp {
         response.text().await.expect("body")
     }
 
+    /// Waits for `/readyz` to answer `status`: it answers from the server's last probe of its
+    /// databases (one a second; not ready after three failed in a row), so a change shows
+    /// within a few seconds, not at once. Fails after 10 s.
+    pub async fn readyz_becomes(&self, status: u16) {
+        let started = std::time::Instant::now();
+        loop {
+            let now = self.status("/readyz").await;
+            if now == status {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "/readyz answered {now}, not {status}, for 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// The status of a plain GET of `path`.
     pub async fn status(&self, path: &str) -> u16 {
         let response = self.client.get(self.url(path)).send().await.expect("sent");

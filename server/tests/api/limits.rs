@@ -63,7 +63,7 @@ async fn a_postgresql_database_out_of_reach_is_a_prompt_503_and_readyz_says_so()
             started.elapsed()
         );
     }
-    assert_eq!(app.status("/readyz").await, 503);
+    app.readyz_becomes(503).await;
 }
 
 #[tokio::test]
@@ -131,15 +131,15 @@ async fn a_request_past_its_deadline_is_a_503() {
 #[tokio::test]
 async fn sqlite_readyz_needs_the_schema_not_only_the_file() {
     let app = spawn_app(Backend::Sqlite).await;
-    assert_eq!(app.status("/readyz").await, 200);
+    app.readyz_becomes(200).await;
     app.db
         .execute("ALTER TABLE subscribers RENAME TO subscribers_gone")
         .await;
-    assert_eq!(app.status("/readyz").await, 503);
+    app.readyz_becomes(503).await;
     app.db
         .execute("ALTER TABLE subscribers_gone RENAME TO subscribers")
         .await;
-    assert_eq!(app.status("/readyz").await, 200);
+    app.readyz_becomes(200).await;
 }
 
 /// An import in another process holds SQLite's write lock: lookups go on as before, and a

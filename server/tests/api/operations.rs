@@ -4,12 +4,13 @@ use serde_json::Value;
 #[tokio::test]
 async fn health_and_readiness() {
     let app = spawn_app(Backend::Postgres).await;
-    for path in ["/healthz", "/readyz"] {
-        assert_eq!(app.status(path).await, 200, "{path}");
-    }
-    app.db.make_unreachable().await;
-    assert_eq!(app.status("/readyz").await, 503);
     assert_eq!(app.status("/healthz").await, 200);
+    app.readyz_becomes(200).await;
+    app.db.make_unreachable().await;
+    app.readyz_becomes(503).await;
+    assert_eq!(app.status("/healthz").await, 200);
+    app.db.make_reachable().await;
+    app.readyz_becomes(200).await;
 }
 
 #[tokio::test]

@@ -97,13 +97,6 @@ fn metric_in(text: &str, series: &str) -> f64 {
 /// `/readyz` answers `status` with `first_line` and a line per database of `databases`
 /// (name, reachable), and `database_up` says the same of each.
 async fn assert_states(app: &TestApp, status: u16, first_line: &str, databases: &[(&str, bool)]) {
-    let response = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(response.status().as_u16(), status, "/readyz");
     let mut expected = format!("{first_line}\n");
     for (name, up) in databases {
         expected.push_str(&format!(
@@ -111,7 +104,29 @@ async fn assert_states(app: &TestApp, status: u16, first_line: &str, databases: 
             if *up { "up" } else { "unreachable" }
         ));
     }
-    assert_eq!(response.text().await.expect("body"), expected);
+    // `/readyz` answers from the server's last probe (one a second): wait for it to say so.
+    let started = Instant::now();
+    loop {
+        let response = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        let seen = (
+            response.status().as_u16(),
+            response.text().await.expect("body"),
+        );
+        if seen == (status, expected.clone()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "/readyz said {seen:?} for 10 s, not {:?}",
+            (status, expected)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let metrics = app.get_text("/metrics").await;
     for (name, up) in databases {
         let series = format!("database_up{{database=\"{name}\"}}");
