@@ -503,7 +503,8 @@ impl Balancer {
                 continue;
             }
             let name = fields.get(sv).copied().unwrap_or_default();
-            if name == "FRONTEND" || name == "BACKEND" {
+            // The unchecked backups are the same servers, for when every check fails.
+            if name == "FRONTEND" || name == "BACKEND" || name.ends_with("-unchecked") {
                 continue;
             }
             let number = |i: usize| fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
