@@ -91,6 +91,10 @@ pub fn run(debug_build: bool) -> Result<()> {
     banner("the database goes away under load, and comes back");
     report.extend(database_outage(&server, &cluster, &auth)?);
 
+    banner("health checks under load: the database healthy, slow and stopped");
+    report.extend(checks_under_load(&server, &cluster, &auth, !debug_build)?);
+    wait_until_served(&server, &auth)?;
+
     banner("abuse: reset flood, ungranted burst, timing of refusals");
     // The memory bound and the timing are properties of the release build; a debug build only
     // reports them.
@@ -521,4 +525,133 @@ fn write_markdown(report: &[String]) -> Result<()> {
     );
     let text = bench::replace_section(&text, "chaos", &body);
     std::fs::write(&path, text).context("writing BENCHMARKS.md")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health checks under load
+
+/// `/readyz` against `/healthz` while the server is saturated by lookups, with the database
+/// healthy, slow (a session holds a lock on the subscribers, so lookups and probes wait) and
+/// stopped: `/readyz` answers from kept state, so its p99 must be no worse than `/healthz`'s
+/// in the same load (held on the release build, with a little room for noise).
+fn checks_under_load(
+    server: &Server,
+    cluster: &Cluster,
+    auth: &str,
+    release: bool,
+) -> Result<Vec<String>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    const PHASES: [&str; 3] = ["healthy", "slow (subscribers locked)", "stopped"];
+    let load: Vec<_> = (0..8)
+        .map(|thread| {
+            let stop = stop.clone();
+            let (address, auth) = (server.address.clone(), auth.to_string());
+            std::thread::spawn(move || {
+                let mut index = thread * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    index = (index + 104_729) % CUSTOMERS;
+                    let _ = bench::get(&address, &bench::lookup_path(index, "ORDER"), Some(&auth));
+                }
+            })
+        })
+        .collect();
+    // (phase, path, time) of each check, `/readyz` and `/healthz` in turn.
+    let checks = Arc::new(Mutex::new(Vec::<(usize, &'static str, Duration)>::new()));
+    let prober = {
+        let (stop, phase, checks) = (stop.clone(), phase.clone(), checks.clone());
+        let address = server.address.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for path in ["/readyz", "/healthz"] {
+                    let began = Instant::now();
+                    if bench::get(&address, path, None).is_ok() {
+                        let now = phase.load(Ordering::Relaxed);
+                        lock(&checks).push((now, path, began.elapsed()));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(4));
+    // Slow: a session holds an exclusive lock on the subscribers; every lookup and every probe
+    // of the primary waits for it (lookups until the lock timeout, probes until their deadline).
+    let mut locker = std::process::Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", &cluster.url()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("psql, to hold a lock")?;
+    let mut stdin = locker.stdin.take().context("psql's stdin")?;
+    stdin.write_all(b"BEGIN; LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE;\n")?;
+    stdin.flush()?;
+    phase.store(1, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(4));
+    stdin.write_all(b"ROLLBACK;\n")?;
+    drop(stdin);
+    let _ = locker.wait();
+    phase.store(2, Ordering::Relaxed);
+    cluster.stop()?;
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    for thread in load.into_iter().chain([prober]) {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
+    }
+    cluster.start()?;
+
+    let checks = lock(&checks);
+    let mut report = Vec::new();
+    let mut misses = Vec::new();
+    for (index, name) in PHASES.iter().enumerate() {
+        let p99 = |path: &str| {
+            let mut times: Vec<Duration> = checks
+                .iter()
+                .filter(|(at, p, _)| *at == index && *p == path)
+                .map(|(_, _, took)| *took)
+                .collect();
+            times.sort_unstable();
+            let at = ((times.len() as f64 * 0.99).ceil() as usize).clamp(1, times.len().max(1)) - 1;
+            (times.get(at).copied().unwrap_or_default(), times.len())
+        };
+        let ((ready, n), (health, _)) = (p99("/readyz"), p99("/healthz"));
+        report.push(format!(
+            "- checks under a lookup load of 8 connections, database {name}: `/readyz` p99 {:.2} ms, `/healthz` p99 {:.2} ms ({n} of each)",
+            ready.as_secs_f64() * 1000.0,
+            health.as_secs_f64() * 1000.0
+        ));
+        if n == 0 || ready > health + health / 4 + Duration::from_millis(1) {
+            misses.push(*name);
+        }
+    }
+    println!("{}", report.join("\n"));
+    ensure!(
+        !release || misses.is_empty(),
+        "`/readyz` was slower than `/healthz` at p99 with the database {misses:?}"
+    );
+    Ok(report)
+}
+
+/// Waits (15 s at most) for a lookup to be answered 200 again after the database is back.
+fn wait_until_served(server: &Server, auth: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let (status, _) = bench::get(&server.address, &bench::lookup_path(1, "ORDER"), Some(auth))?;
+        if status == 200 {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(15),
+            "the server did not serve again within 15 s of the database's start ({status})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

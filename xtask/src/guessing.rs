@@ -288,12 +288,6 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// One lookup as `auth` on a new connection from the source address `source`; its status.
 fn get_from(source: Ipv4Addr, server: SocketAddr, auth: &str) -> Result<u16> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
@@ -310,4 +304,4 @@ fn get_from(source: Ipv4Addr, server: SocketAddr, auth: &str) -> Result<u16> {
     Ok(status)
 }
 
-use crate::chaos::{basic, metric};
+use crate::chaos::{basic, lock, metric};
