@@ -8,7 +8,17 @@ use std::process::{Child, Command, Output, Stdio};
 pub const BIN: &str = env!("CARGO_BIN_EXE_linked-customer-server");
 
 pub fn server(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
+    server_on(None, args, stdin)
+}
+
+/// [`server`] with `DATABASE_URL` in its environment (a URL with a password stays off the
+/// command line, where every local user could read it).
+pub fn server_on(database_url: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(BIN);
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -92,14 +102,13 @@ impl Served {
             &["--bind", "127.0.0.1:0"]
         };
         // An empty URL: the test names the database its own way (a file, the environment).
-        let database: &[&str] = if database_url.is_empty() {
-            &[]
-        } else {
-            &["--database-url", database_url]
-        };
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        // In the environment, as an operator would: never a password on a command line.
+        if !database_url.is_empty() {
+            command.env("DATABASE_URL", database_url);
+        }
+        let mut child = command
             .arg("serve")
-            .args(database)
             .args(bind)
             .args(extra)
             .envs(env.iter().copied())
@@ -201,22 +210,20 @@ pub const PW: &str = "u-password-1";
 
 /// Adds subscriber `u` / [`PW`] with `customer.search` on `dept-north`, through the CLI.
 pub fn add_reader(database_url: &str) {
-    let mut args = ADD_U.to_vec();
-    args.extend(["--database-url", database_url]);
-    ok(&server(&args, Some(&format!("{PW}\n"))));
+    ok(&server_on(
+        Some(database_url),
+        &ADD_U,
+        Some(&format!("{PW}\n")),
+    ));
 }
 
 /// Imports the fixture into the database at `url`, through `import` (the file goes in `dir`).
 pub fn import_fixture(url: &str, dir: &std::path::Path) {
     let file = dir.join("fixture.jsonl");
     std::fs::write(&file, crate::helpers::FIXTURE).expect("write");
-    ok(&server(
-        &[
-            "import",
-            "--database-url",
-            url,
-            file.to_str().expect("utf8"),
-        ],
+    ok(&server_on(
+        Some(url),
+        &["import", file.to_str().expect("utf8")],
         None,
     ));
 }
