@@ -321,18 +321,35 @@ impl NewPassword {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<()> {
+impl Cli {
+    /// Reads the secrets named by `*_FILE` settings, once, for whichever command runs.
+    fn resolve(&mut self) -> Result<()> {
+        match &mut self.command {
+            None => self.serve.resolve(),
+            Some(Command::Serve(args)) => args.resolve(),
+            Some(Command::Migrate(database) | Command::Import { database, .. }) => {
+                database.resolve()
+            }
+            Some(Command::Subscriber(
+                SubscriberCommand::Add { database, .. }
+                | SubscriberCommand::Remove { database, .. }
+                | SubscriberCommand::Passwd { database, .. },
+            )) => database.resolve(),
+        }
+    }
+}
+
+pub async fn run(mut cli: Cli) -> Result<()> {
+    cli.resolve()?;
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Migrate(mut database)) => {
-            database.resolve()?;
+        Some(Command::Migrate(database)) => {
             open(&database).await?;
             println!("database is up to date: {}", redact(&database.database_url));
             Ok(())
         }
-        Some(Command::Import { mut database, file }) => {
-            database.resolve()?;
+        Some(Command::Import { database, file }) => {
             let reader = std::fs::File::open(&file)
                 .with_context(|| format!("could not read {}", file.display()))?;
             let opened = open(&database).await?;
@@ -366,9 +383,9 @@ async fn open_reading(database: &DatabaseArgs, replicas: &ReadReplicas) -> Resul
         .with_context(|| format!("database {}", redact(&database.database_url)))
 }
 
-async fn serve(mut args: ServeArgs) -> Result<()> {
-    args.resolve()?;
-    crate::limits::raise_descriptor_limit(args.limits().max_connections)?;
+async fn serve(args: ServeArgs) -> Result<()> {
+    let limits = args.limits();
+    crate::limits::raise_descriptor_limit(limits.max_connections)?;
     let replicas = args.replicas();
     let listener = TcpListener::bind(&args.bind)
         .with_context(|| format!("could not listen on {}", args.bind))?;
@@ -438,7 +455,7 @@ async fn serve(mut args: ServeArgs) -> Result<()> {
     let mut state = AppState::new(
         opened.store,
         Duration::from_secs(args.auth_cache_seconds),
-        args.limits(),
+        limits,
     )?;
     state.trusted_proxies = args.trusted_proxies.clone();
     let admin_address = admin.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -569,13 +586,12 @@ fn read_password() -> Result<String> {
 async fn subscriber(command: SubscriberCommand) -> Result<()> {
     match command {
         SubscriberCommand::Add {
-            mut database,
+            database,
             username,
             password,
             departments,
             scopes,
         } => {
-            database.resolve()?;
             if !crate::auth::is_valid_username(&username) {
                 bail!(
                     "a username must be 1 to 64 characters, without `:` or control characters \
@@ -596,11 +612,7 @@ async fn subscriber(command: SubscriberCommand) -> Result<()> {
             println!("added subscriber {username}");
             show_generated(&password, generated);
         }
-        SubscriberCommand::Remove {
-            mut database,
-            username,
-        } => {
-            database.resolve()?;
+        SubscriberCommand::Remove { database, username } => {
             let opened = open(&database).await?;
             if !opened.store.remove_subscriber(&username).await? {
                 bail!("there is no subscriber {username}");
@@ -608,11 +620,10 @@ async fn subscriber(command: SubscriberCommand) -> Result<()> {
             println!("removed subscriber {username}");
         }
         SubscriberCommand::Passwd {
-            mut database,
+            database,
             username,
             password,
         } => {
-            database.resolve()?;
             let (password, generated) = password.read()?;
             let hash = hash_password(&password)?;
             let opened = open(&database).await?;

@@ -97,12 +97,17 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
+/// 32 random bytes from the system's generator (through the salts argon2 makes).
+pub(crate) fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(&argon2::password_hash::generate_salt());
+    key[16..].copy_from_slice(&argon2::password_hash::generate_salt());
+    key
+}
+
 /// A new random password: 24 characters of URL-safe base64 (144 bits).
 pub fn generate_password() -> String {
-    let mut bytes = [0u8; 32];
-    bytes[..16].copy_from_slice(&argon2::password_hash::generate_salt());
-    bytes[16..].copy_from_slice(&argon2::password_hash::generate_salt());
-    let mut password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_key());
     password.truncate(24);
     password
 }
@@ -141,11 +146,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// One request's credential and where it comes from.
-struct Check<'a> {
-    key: &'a [u8; 32],
+/// A request's credentials as this server keys them, looked up once per request: their cache
+/// key, and the stored hash they were last verified against if they are in the cache (fresh or
+/// not). A lookup reads the document only while the subscriber's hash is still that one, and
+/// [`Authenticator::authorize`] decides as ever.
+pub struct Presented<'a> {
     credentials: &'a Credentials,
-    address: Option<IpAddr>,
+    key: [u8; 32],
+    pub verified_hash: Option<String>,
+}
+
+impl Presented<'_> {
+    pub fn username(&self) -> &str {
+        &self.credentials.username
+    }
 }
 
 struct Verified {
@@ -179,9 +193,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(ttl: Duration, limits: ThrottleLimits) -> anyhow::Result<Authenticator> {
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(&argon2::password_hash::generate_salt());
-        key[16..].copy_from_slice(&argon2::password_hash::generate_salt());
+        let key = random_key();
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Ok(Authenticator {
             key,
@@ -234,19 +246,29 @@ impl Authenticator {
         hasher.finalize().into()
     }
 
-    /// The stored hash these credentials were last verified against, if they are in the cache
-    /// (fresh or not): a lookup reads the document only while the subscriber's hash is still
-    /// this one, and [`Authenticator::authorize`] decides as ever.
-    pub fn verified_hash(&self, credentials: &Credentials) -> Option<String> {
+    /// `credentials`, keyed and looked up in the cache once for the whole request.
+    pub fn present<'a>(&self, credentials: &'a Credentials) -> Presented<'a> {
         let key = self.cache_key(credentials);
-        let cache = self.verified.lock().ok()?;
-        cache.get(&key).map(|entry| entry.password_hash.clone())
+        let verified_hash = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).map(|entry| entry.password_hash.clone()));
+        Presented {
+            credentials,
+            key,
+            verified_hash,
+        }
     }
 
-    /// A password check these credentials would need (they are not cached) that a budget found
-    /// spent a moment ago refuses: the request is answered `429` before the database is read.
-    pub fn spent(&self, credentials: &Credentials, address: Option<IpAddr>) -> Option<Throttled> {
-        self.throttle.spent(&credentials.username, address)
+    /// Credentials that are not cached, and so would need a password check, that a budget
+    /// found spent a moment ago refuses: the request is answered `429` before the database is
+    /// read. Cached credentials are never refused here.
+    pub fn spent(&self, presented: &Presented<'_>, address: Option<IpAddr>) -> Option<Throttled> {
+        if presented.verified_hash.is_some() {
+            return None;
+        }
+        self.throttle.spent(presented.username(), address)
     }
 
     /// Lets the request through if `credentials` name a subscriber (`access`, as read for this
@@ -254,32 +276,30 @@ impl Authenticator {
     /// outcome is the same `NotAuthorized`, after the same one password check.
     pub async fn authorize(
         &self,
-        credentials: &Credentials,
+        presented: &Presented<'_>,
         access: Option<&SubscriberAccess>,
         address: Option<IpAddr>,
     ) -> Result<(), ApiError> {
-        let key = self.cache_key(credentials);
-        let check = Check {
-            key: &key,
-            credentials,
-            address,
-        };
         let Some(access) = access else {
             // An unknown username costs the same password check (and budget) as a known one,
             // so that neither the time to answer nor a 429 tells which usernames exist.
-            self.verify_once(&check, &self.decoy_hash).await?;
+            self.verify_once(presented, address, &self.decoy_hash)
+                .await?;
             return Err(ApiError::NotAuthorized);
         };
+        let key = presented.key;
         if access.granted && self.is_cached(&key, access.subscriber_id, &access.password_hash) {
             return Ok(());
         }
         // Checked even without the grant: a refusal that skipped the hash would answer faster
         // for a right password than for a wrong one.
-        let matches = self.verify_once(&check, &access.password_hash).await?;
+        let matches = self
+            .verify_once(presented, address, &access.password_hash)
+            .await?;
         if !(matches && access.granted) {
             return Err(ApiError::NotAuthorized);
         }
-        self.throttle.succeeded(&credentials.username, address);
+        self.throttle.succeeded(presented.username(), address);
         self.remember(key, access.subscriber_id, access.password_hash.clone());
         Ok(())
     }
@@ -290,9 +310,14 @@ impl Authenticator {
     /// request (which would fill the queue and answer a good credential with 503s). Right and
     /// wrong passwords are shared alike, so this tells nothing about either; requests one after
     /// another still cost a check each when refused.
-    async fn verify_once(&self, check: &Check<'_>, stored: &str) -> Result<bool, ApiError> {
+    async fn verify_once(
+        &self,
+        presented: &Presented<'_>,
+        address: Option<IpAddr>,
+        stored: &str,
+    ) -> Result<bool, ApiError> {
         let mut hasher = Sha256::new();
-        hasher.update(check.key);
+        hasher.update(presented.key);
         hasher.update(stored.as_bytes());
         let flight: [u8; 32] = hasher.finalize().into();
         let cell = self
@@ -301,7 +326,7 @@ impl Authenticator {
             .map(|mut in_flight| in_flight.entry(flight).or_default().clone())
             .ok();
         let Some(cell) = cell else {
-            return self.throttled_verify(check, stored).await;
+            return self.throttled_verify(presented, address, stored).await;
         };
         // Taken out of the map when this request is done with it, or dropped (its client went
         // away): nothing is left behind, however the waiters end.
@@ -314,7 +339,7 @@ impl Authenticator {
         // The first request runs the check; the others wait for its answer. If it gives up
         // (its client went away) or the check could not be run, the next one tries itself.
         let answer = cell
-            .get_or_try_init(|| self.throttled_verify(check, stored))
+            .get_or_try_init(|| self.throttled_verify(presented, address, stored))
             .await
             .copied();
         waiting.answered = true;
@@ -328,12 +353,16 @@ impl Authenticator {
 
     /// A check that starts here takes from the username's and the address's budgets; past
     /// either, a 429 and no check (requests that share a check running already take nothing).
-    async fn throttled_verify(&self, check: &Check<'_>, stored: &str) -> Result<bool, ApiError> {
-        let username = &check.credentials.username;
+    async fn throttled_verify(
+        &self,
+        presented: &Presented<'_>,
+        address: Option<IpAddr>,
+        stored: &str,
+    ) -> Result<bool, ApiError> {
         self.throttle
-            .take(username, check.address)
+            .take(presented.username(), address)
             .map_err(ApiError::TooManyRequests)?;
-        self.verify(check.credentials.password(), stored).await
+        self.verify(presented.credentials.password(), stored).await
     }
 
     /// A check that cannot be done now is a 503 (come back), never a 401 (wrong password).
@@ -421,6 +450,15 @@ mod tests {
         )
     }
 
+    /// Subscriber 7, password `s3cret`, granted.
+    fn reader_access() -> SubscriberAccess {
+        SubscriberAccess {
+            subscriber_id: 7,
+            password_hash: hash_password("s3cret").unwrap(),
+            granted: true,
+        }
+    }
+
     #[test]
     fn reads_basic_credentials() {
         let creds = parse_basic(&basic("demo:pa:ss")).unwrap();
@@ -442,17 +480,13 @@ mod tests {
         let auth = std::sync::Arc::new(
             Authenticator::new(Duration::from_millis(50), ThrottleLimits::default()).unwrap(),
         );
-        let access = SubscriberAccess {
-            subscriber_id: 7,
-            password_hash: hash_password("s3cret").unwrap(),
-            granted: true,
-        };
+        let access = reader_access();
         let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
-        auth.authorize(&credentials, Some(&access), None)
+        auth.authorize(&auth.present(&credentials), Some(&access), None)
             .await
             .unwrap();
         assert_eq!(auth.password_checks().get(), 1);
-        auth.authorize(&credentials, Some(&access), None)
+        auth.authorize(&auth.present(&credentials), Some(&access), None)
             .await
             .unwrap();
         assert_eq!(auth.password_checks().get(), 1, "cached");
@@ -462,7 +496,10 @@ mod tests {
         for _ in 0..16 {
             let (auth, access) = (auth.clone(), access.clone());
             let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
-            requests.spawn(async move { auth.authorize(&credentials, Some(&access), None).await });
+            requests.spawn(async move {
+                auth.authorize(&auth.present(&credentials), Some(&access), None)
+                    .await
+            });
         }
         while let Some(answer) = requests.join_next().await {
             let answer = answer.unwrap();
@@ -476,13 +513,14 @@ mod tests {
 
         // A changed password is refused at once, even while an expired entry is refreshed.
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let refresh = auth.authorize(&credentials, Some(&access), None);
+        let (first, second) = (auth.present(&credentials), auth.present(&credentials));
+        let refresh = auth.authorize(&first, Some(&access), None);
         let changed = SubscriberAccess {
             password_hash: hash_password("other").unwrap(),
             ..access.clone()
         };
         let (refreshed, after_change) =
-            tokio::join!(refresh, auth.authorize(&credentials, Some(&changed), None));
+            tokio::join!(refresh, auth.authorize(&second, Some(&changed), None));
         assert!(refreshed.is_ok());
         assert!(matches!(after_change, Err(ApiError::NotAuthorized)));
     }
@@ -495,18 +533,16 @@ mod tests {
         let auth = std::sync::Arc::new(
             Authenticator::new(Duration::from_secs(60), ThrottleLimits::default()).unwrap(),
         );
-        let access = SubscriberAccess {
-            subscriber_id: 7,
-            password_hash: hash_password("s3cret").unwrap(),
-            granted: true,
-        };
+        let access = reader_access();
         let burst = |header: &'static str| {
             let mut requests = tokio::task::JoinSet::new();
             for _ in 0..40 {
                 let (auth, access) = (auth.clone(), access.clone());
                 let credentials = parse_basic(&basic(header)).unwrap();
-                requests
-                    .spawn(async move { auth.authorize(&credentials, Some(&access), None).await });
+                requests.spawn(async move {
+                    auth.authorize(&auth.present(&credentials), Some(&access), None)
+                        .await
+                });
             }
             requests
         };
@@ -528,7 +564,7 @@ mod tests {
         let credentials = parse_basic(&basic("reader:guess")).unwrap();
         for expected in 3..6 {
             assert!(
-                auth.authorize(&credentials, Some(&access), None)
+                auth.authorize(&auth.present(&credentials), Some(&access), None)
                     .await
                     .is_err()
             );
@@ -547,19 +583,17 @@ mod tests {
         let auth = std::sync::Arc::new(
             Authenticator::new(Duration::from_secs(60), ThrottleLimits::default()).unwrap(),
         );
-        let access = SubscriberAccess {
-            subscriber_id: 7,
-            password_hash: hash_password("s3cret").unwrap(),
-            granted: true,
-        };
+        let access = reader_access();
         for round in 0..20 {
             let mut requests = tokio::task::JoinSet::new();
             for _ in 0..4 {
                 let (auth, access) = (auth.clone(), access.clone());
                 // Different credentials in each round, shared by the round's four requests.
                 let credentials = parse_basic(&basic(&format!("user{round}:guess"))).unwrap();
-                requests
-                    .spawn(async move { auth.authorize(&credentials, Some(&access), None).await });
+                requests.spawn(async move {
+                    auth.authorize(&auth.present(&credentials), Some(&access), None)
+                        .await
+                });
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
             assert!(
@@ -576,7 +610,7 @@ mod tests {
         }
         // And answered ones go as before.
         let credentials = parse_basic(&basic("reader:s3cret")).unwrap();
-        auth.authorize(&credentials, Some(&access), None)
+        auth.authorize(&auth.present(&credentials), Some(&access), None)
             .await
             .unwrap();
         assert_eq!(auth.checks_in_flight(), 0);

@@ -103,11 +103,8 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(limits: ThrottleLimits) -> Throttle {
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(&argon2::password_hash::generate_salt());
-        key[16..].copy_from_slice(&argon2::password_hash::generate_salt());
         Throttle {
-            key,
+            key: super::random_key(),
             limits,
             usernames: RwLock::new(budgets(limits.per_username)),
             addresses: RwLock::new(budgets(limits.per_address)),
@@ -117,10 +114,6 @@ impl Throttle {
             born: Instant::now(),
             swept_ms: AtomicU64::new(0),
         }
-    }
-
-    pub fn limits(&self) -> ThrottleLimits {
-        self.limits
     }
 
     /// Takes one password check from the budgets of `address` (if known) and `username`

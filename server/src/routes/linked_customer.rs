@@ -1,6 +1,6 @@
 //! `getLinkedCustomer`: the customer, with their vehicles, linked to an entity of a department.
 
-use crate::auth::{SEARCH_SCOPE, parse_basic, username_hash};
+use crate::auth::{Credentials, SEARCH_SCOPE, parse_basic, username_hash};
 use crate::domain::{DepartmentToken, EntityId};
 use crate::errors::{self, ApiError, Code};
 use crate::model::{self, Entity, ErrorResponse, LinkedCustomerResponse};
@@ -52,24 +52,30 @@ pub async fn get_linked_customer(
     answer(&request, &state).await.into()
 }
 
-/// The stored document of the linked customer, if any.
+/// The stored document of the linked customer, if any. Every refusal is counted and logged
+/// here, once, on its way out.
 async fn answer(request: &HttpRequest, state: &AppState) -> Result<Option<String>, ApiError> {
+    let address = client_address(request, &state.trusted_proxies);
     // Two headers are as unreadable as none: which of them would be the caller's?
     let mut headers = request.headers().get_all(header::AUTHORIZATION);
     let credentials = match (headers.next(), headers.next()) {
         (Some(value), None) => value.to_str().ok().and_then(parse_basic),
         _ => None,
-    }
-    .ok_or(ApiError::MissingCredentials);
-    let address = client_address(request, &state.trusted_proxies);
-    let credentials = match credentials {
-        Ok(credentials) => credentials,
-        Err(err) => {
-            refused(state, &err, None, address);
-            return Err(err);
-        }
     };
+    let Some(credentials) = credentials else {
+        return Err(refused(state, ApiError::MissingCredentials, None, address));
+    };
+    answer_as(request, state, &credentials, address)
+        .await
+        .map_err(|err| refused(state, err, Some(&credentials.username), address))
+}
 
+async fn answer_as(
+    request: &HttpRequest,
+    state: &AppState,
+    credentials: &Credentials,
+    address: Option<IpAddr>,
+) -> Result<Option<String>, ApiError> {
     let segment = |name: &str| request.match_info().get(name).unwrap_or_default();
     let path = parse_segments(
         segment("serviceSubscriberDepartmentToken"),
@@ -86,54 +92,53 @@ async fn answer(request: &HttpRequest, state: &AppState) -> Result<Option<String
         entity_id: path.entity_id,
         verified_hash,
     };
-    // A cached credential: one statement reads the grant, the hash and the document.
-    let cached = state.auth.verified_hash(&credentials);
+    // Keyed once; a cached credential: one statement reads the grant, the hash and the document.
+    let presented = state.auth.present(credentials);
     // Not cached, and its budget already found spent: refused before the database is read.
-    if cached.is_none()
-        && let Some(throttled) = state.auth.spent(&credentials, address)
-    {
-        let err = ApiError::TooManyRequests(throttled);
-        refused(state, &err, Some(&credentials.username), address);
-        return Err(err);
+    if let Some(throttled) = state.auth.spent(&presented, address) {
+        return Err(ApiError::TooManyRequests(throttled));
     }
-    let found = read(state, &key(cached.as_deref())).await?;
+    let cached = presented.verified_hash.as_deref();
+    let found = read(state, &key(cached)).await?;
     let access = found.as_ref().map(|found| &found.access);
-    if let Err(err) = state.auth.authorize(&credentials, access, address).await {
-        refused(state, &err, Some(&credentials.username), address);
-        return Err(err);
-    }
+    state.auth.authorize(&presented, access, address).await?;
     let Some(found) = found else {
         return Err(ApiError::NotAuthorized);
     };
-    let document = if cached.as_deref() == Some(found.access.password_hash.as_str()) {
-        found.document
-    } else {
-        // The password was checked just now: only now is the document read, and only while
-        // the hash is still the one it matched (a password changed meanwhile is a refusal).
-        let verified = found.access.password_hash;
-        match read(state, &key(Some(&verified))).await? {
-            Some(again) if again.access.granted && again.access.password_hash == verified => {
-                again.document
-            }
-            _ => return Err(ApiError::NotAuthorized),
+    if cached == Some(found.access.password_hash.as_str()) {
+        return Ok(found.document);
+    }
+    // The password was checked just now: only now is the document read, and only while the
+    // hash is still the one it matched (a password changed meanwhile is a refusal).
+    let verified = found.access.password_hash;
+    match read(state, &key(Some(&verified))).await? {
+        Some(again) if again.access.granted && again.access.password_hash == verified => {
+            Ok(again.document)
         }
-    };
-    Ok(document)
+        _ => Err(ApiError::NotAuthorized),
+    }
 }
 
-/// Counts a refusal by its reason and logs it with the client's address and a hash of the
-/// username (never the username or the password). A 503 is not a refusal.
-fn refused(state: &AppState, err: &ApiError, username: Option<&str>, address: Option<IpAddr>) {
-    let reason = match err {
+/// `err`, counted by its reason and logged with the client's address and a hash of the
+/// username (never the username or the password) when it is a refusal of credentials; other
+/// errors (a 400, a 503) pass as they are.
+fn refused(
+    state: &AppState,
+    err: ApiError,
+    username: Option<&str>,
+    address: Option<IpAddr>,
+) -> ApiError {
+    let reason = match &err {
         ApiError::MissingCredentials => "missing_credentials",
         ApiError::NotAuthorized => "not_authorized",
         ApiError::TooManyRequests(throttled) => throttled.reason(),
-        _ => return,
+        _ => return err,
     };
     state.refusals.with_label_values(&[reason]).inc();
     let client = address.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
     let user = username.map(username_hash).unwrap_or_default();
     tracing::info!(reason, client, user, "credentials refused");
+    err
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address

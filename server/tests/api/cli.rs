@@ -228,14 +228,19 @@ pub fn import_fixture(url: &str, dir: &std::path::Path) {
     ));
 }
 
-/// The value of the unlabelled metric `name` in the `/metrics` of the server at `base`.
-pub async fn metric(base: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
+/// The `/metrics` of the server at `base`.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
+        .expect("text")
+}
+
+/// The value of the unlabelled metric `name` in the `/metrics` of the server at `base`.
+pub async fn metric(base: &str, name: &str) -> u64 {
+    let text = metrics_text(base).await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse::<f64>().ok())

@@ -310,12 +310,7 @@ async fn the_operations_endpoints_move_to_their_own_port() {
         204
     );
     // What the operations port answers is counted like the rest.
-    let metrics = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::cli::metrics_text(&admin).await;
     assert!(metrics.contains("route=\"/readyz\""), "{metrics}");
 }
 
