@@ -298,10 +298,16 @@ fn truncate(hash: [u8; 32]) -> Key {
     key
 }
 
-/// A short, stable hash of a username for log lines: which username is under attack can be
-/// followed across lines and restarts without the log holding it.
+/// A short hash of a username for log lines, keyed by a random key of this process: which
+/// username is under attack can be followed from line to line while the server runs, and the
+/// log cannot be searched offline for a username, nor for a password typed where the username
+/// goes.
 pub fn username_hash(username: &str) -> String {
-    let hash: [u8; 32] = Sha256::digest(username.as_bytes()).into();
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let mut hasher = Sha256::new();
+    hasher.update(KEY.get_or_init(super::random_key));
+    hasher.update(username.as_bytes());
+    let hash: [u8; 32] = hasher.finalize().into();
     hash[..8].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -390,6 +396,13 @@ mod tests {
     #[test]
     fn username_hashes_are_short_stable_and_not_the_name() {
         assert_eq!(username_hash("crm"), username_hash("crm"));
+        // Keyed: not the plain SHA-256 that anyone could compute from a list of names.
+        let plain: [u8; 32] = Sha256::digest(b"crm").into();
+        let plain: String = plain[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_ne!(username_hash("crm"), plain);
         assert_ne!(username_hash("crm"), username_hash("crn"));
         assert_eq!(username_hash("crm").len(), 16);
         assert!(!username_hash("crm").contains("crm"));
