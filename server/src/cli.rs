@@ -50,6 +50,28 @@ enum Command {
     /// Manage service subscribers.
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
+    /// Give subscribers scopes on departments, or take them away.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Manage the imported customers.
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+    /// SQLite: copy the database, while the server runs, into a new file (consistent: one
+    /// snapshot). PostgreSQL: use pg_dump (docs/operating.md, "Backups").
+    Backup {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The backup to write; must not exist yet.
+        file: PathBuf,
+    },
+    /// SQLite: replace the database's content with a backup's, at once, also while the server
+    /// runs (it serves the backup's content from then on). PostgreSQL: use pg_restore.
+    Restore {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// A file written by `backup`.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -211,6 +233,16 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Answers checked against openapi.yaml's schemas: `off`, `sample:RATE` (one answer in
+    /// 1/RATE; a violation is counted and logged, and the answer goes out) or `enforce` (every
+    /// answer; a violating one becomes a `500`).
+    #[arg(
+        long,
+        env = "LINKED_CUSTOMER_CONTRACT_GUARD",
+        value_name = "MODE",
+        default_value = "sample:0.01"
+    )]
+    contract_guard: crate::contract::Mode,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -287,6 +319,52 @@ enum SubscriberCommand {
         #[command(flatten)]
         password: NewPassword,
     },
+    /// List the subscribers with their departments and scopes (never their password hashes).
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// One JSON document: [{"username", "grants": [{"department", "scope"}]}].
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantCommand {
+    /// Give a subscriber scopes on departments (a department is created if new).
+    Add(GrantArgs),
+    /// Take scopes on departments from a subscriber; it loses them at once, also on a running
+    /// server with its credential cached.
+    Revoke(GrantArgs),
+}
+
+#[derive(Args)]
+struct GrantArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[arg(long)]
+    username: String,
+    /// A department (repeat for more).
+    #[arg(long = "department", required = true)]
+    departments: Vec<String>,
+    /// A scope, on each of those departments (repeat for more).
+    #[arg(long = "scope", default_value = SEARCH_SCOPE)]
+    scopes: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum CustomerCommand {
+    /// Remove a customer and its links; lookups of those links answer 204 at once.
+    Remove {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The customer's department.
+        #[arg(long)]
+        department: String,
+        /// The customer's `customerUuid`, as imported.
+        #[arg(long)]
+        customer_uuid: String,
+    },
 }
 
 /// Where a new password comes from: standard input, or made here and printed once.
@@ -330,11 +408,21 @@ impl Cli {
             Some(Command::Migrate(database) | Command::Import { database, .. }) => {
                 database.resolve()
             }
-            Some(Command::Subscriber(
-                SubscriberCommand::Add { database, .. }
-                | SubscriberCommand::Remove { database, .. }
-                | SubscriberCommand::Passwd { database, .. },
-            )) => database.resolve(),
+            Some(
+                Command::Subscriber(
+                    SubscriberCommand::Add { database, .. }
+                    | SubscriberCommand::Remove { database, .. }
+                    | SubscriberCommand::Passwd { database, .. }
+                    | SubscriberCommand::List { database, .. },
+                )
+                | Command::Grant(
+                    GrantCommand::Add(GrantArgs { database, .. })
+                    | GrantCommand::Revoke(GrantArgs { database, .. }),
+                )
+                | Command::Customer(CustomerCommand::Remove { database, .. })
+                | Command::Backup { database, .. }
+                | Command::Restore { database, .. },
+            ) => database.resolve(),
         }
     }
 }
@@ -360,8 +448,9 @@ pub async fn run(mut cli: Cli) -> Result<()> {
                 .await
                 .with_context(|| format!("{} was not imported", file.display()))?;
             println!(
-                "imported {}: {} customers created, {} updated, {} links",
+                "imported {} into {}: {} customers created, {} updated, {} links",
                 file.display(),
+                redact(&database.database_url),
                 summary.customers_created,
                 summary.customers_updated,
                 summary.links
@@ -369,7 +458,69 @@ pub async fn run(mut cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Subscriber(command)) => subscriber(command).await,
+        Some(Command::Grant(command)) => grant(command).await,
+        Some(Command::Customer(CustomerCommand::Remove {
+            database,
+            department,
+            customer_uuid,
+        })) => {
+            let department = department_token(&department)?;
+            let opened = open_existing(&database).await?;
+            let Some(links) = opened
+                .store
+                .remove_customer(&department, &customer_uuid)
+                .await?
+            else {
+                bail!(
+                    "there is no customer {customer_uuid:?} in department {}",
+                    department.as_str()
+                );
+            };
+            println!(
+                "removed customer {customer_uuid} of department {} and its {links} links",
+                department.as_str()
+            );
+            Ok(())
+        }
+        Some(Command::Backup { database, file }) => {
+            let path = sqlite_only(&database, "backup", "pg_dump")?;
+            let pages = store::backup::backup(&path, &file)?;
+            println!(
+                "backed up {} to {} ({pages} pages)",
+                redact(&database.database_url),
+                file.display()
+            );
+            Ok(())
+        }
+        Some(Command::Restore { database, file }) => {
+            let path = sqlite_only(&database, "restore", "pg_restore")?;
+            store::backup::restore(&file, &path, database.limits().lock_timeout)?;
+            println!(
+                "restored {} from {}",
+                redact(&database.database_url),
+                file.display()
+            );
+            Ok(())
+        }
     }
+}
+
+/// The SQLite file of `database`, for the commands that PostgreSQL's own tools do there.
+fn sqlite_only(database: &DatabaseArgs, command: &str, tool: &str) -> Result<PathBuf> {
+    let url = &database.database_url;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!(
+            "`{command}` is for SQLite; for PostgreSQL use {tool} (docs/operating.md, \"Backups\")"
+        );
+    }
+    crate::store::sqlite_path(url)
+}
+
+/// Opens a database that must exist already: the admin commands never create one.
+async fn open_existing(database: &DatabaseArgs) -> Result<Opened> {
+    store::open_existing(&database.database_url, database.limits())
+        .await
+        .with_context(|| format!("database {}", redact(&database.database_url)))
 }
 
 async fn open(database: &DatabaseArgs) -> Result<Opened> {
@@ -458,6 +609,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         limits,
     )?;
     state.trusted_proxies = args.trusted_proxies.clone();
+    state.guard_contract(args.contract_guard);
     let admin_address = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let listeners = Listeners {
         api: listener,
@@ -471,9 +623,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Signal handlers exist before the address is announced, so no signal can be missed.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    if let Some(certificates) = certificates {
-        reload_on_hangup(certificates)?;
-    }
+    reload_on_hangup(certificates)?;
     let handle = server.handle();
     tokio::spawn(async move {
         let name = tokio::select! {
@@ -495,11 +645,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// Reads the certificate and key again at each SIGHUP; a pair that cannot be used leaves the
-/// one in use in place.
-fn reload_on_hangup(certificates: std::sync::Arc<crate::tls::Certificates>) -> Result<()> {
+/// one in use in place. Without TLS, SIGHUP has nothing to reload and is logged (it must not
+/// stop the server, as its default action would: `systemctl reload` sends it).
+fn reload_on_hangup(certificates: Option<std::sync::Arc<crate::tls::Certificates>>) -> Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
+            let Some(certificates) = &certificates else {
+                tracing::info!("SIGHUP: no TLS certificate to reload; nothing else is reloaded");
+                continue;
+            };
             match certificates.reload() {
                 Ok(()) => tracing::info!("reloaded the TLS certificate and key"),
                 Err(err) => tracing::error!(
@@ -598,13 +753,10 @@ async fn subscriber(command: SubscriberCommand) -> Result<()> {
                      (got {username:?})"
                 );
             }
-            let departments = departments
-                .iter()
-                .map(|d| DepartmentToken::parse(d).map_err(anyhow::Error::msg))
-                .collect::<Result<Vec<_>>>()?;
+            let departments = department_tokens(&departments)?;
             let (password, generated) = password.read()?;
             let hash = hash_password(&password)?;
-            let opened = open(&database).await?;
+            let opened = open_existing(&database).await?;
             opened
                 .store
                 .add_subscriber(&username, &hash, &departments, &scopes)
@@ -613,7 +765,7 @@ async fn subscriber(command: SubscriberCommand) -> Result<()> {
             show_generated(&password, generated);
         }
         SubscriberCommand::Remove { database, username } => {
-            let opened = open(&database).await?;
+            let opened = open_existing(&database).await?;
             if !opened.store.remove_subscriber(&username).await? {
                 bail!("there is no subscriber {username}");
             }
@@ -626,15 +778,97 @@ async fn subscriber(command: SubscriberCommand) -> Result<()> {
         } => {
             let (password, generated) = password.read()?;
             let hash = hash_password(&password)?;
-            let opened = open(&database).await?;
+            let opened = open_existing(&database).await?;
             if !opened.store.set_password_hash(&username, &hash).await? {
                 bail!("there is no subscriber {username}");
             }
             println!("changed the password of subscriber {username}");
             show_generated(&password, generated);
         }
+        SubscriberCommand::List { database, json } => {
+            let opened = open_existing(&database).await?;
+            let subscribers = opened.store.subscribers().await?;
+            if json {
+                let list: Vec<_> = subscribers
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "username": s.username,
+                            "grants": s.grants.iter().map(|(department, scope)| {
+                                serde_json::json!({"department": department, "scope": scope})
+                            }).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                print!("{}", subscriber_table(&subscribers));
+            }
+        }
     }
     Ok(())
+}
+
+/// One line per grant (a subscriber without any: `-`), in aligned columns under a header.
+fn subscriber_table(subscribers: &[crate::store::SubscriberGrants]) -> String {
+    let mut rows = vec![("USERNAME", "DEPARTMENT", "SCOPE")];
+    for subscriber in subscribers {
+        if subscriber.grants.is_empty() {
+            rows.push((subscriber.username.as_str(), "-", "-"));
+        }
+        for (department, scope) in &subscriber.grants {
+            rows.push((subscriber.username.as_str(), department, scope));
+        }
+    }
+    let width = |column: usize| {
+        rows.iter()
+            .map(|r| [r.0, r.1][column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (first, second) = (width(0), width(1));
+    rows.iter()
+        .map(|(a, b, c)| format!("{a:first$}  {b:second$}  {c}\n"))
+        .collect()
+}
+
+async fn grant(command: GrantCommand) -> Result<()> {
+    let (args, revoking) = match command {
+        GrantCommand::Add(args) => (args, false),
+        GrantCommand::Revoke(args) => (args, true),
+    };
+    let departments = department_tokens(&args.departments)?;
+    let opened = open_existing(&args.database).await?;
+    let store = &opened.store;
+    let username = &args.username;
+    let what = format!(
+        "{} on {}",
+        args.scopes.join(", "),
+        args.departments.join(", ")
+    );
+    if revoking {
+        match store.revoke(username, &departments, &args.scopes).await? {
+            None => bail!("there is no subscriber {username}"),
+            Some(0) => bail!("subscriber {username} holds none of {what}: nothing was revoked"),
+            Some(n) => println!("revoked {n} grants of {what} from subscriber {username}"),
+        }
+    } else {
+        if !store.grant(username, &departments, &args.scopes).await? {
+            bail!("there is no subscriber {username}");
+        }
+        println!("granted {what} to subscriber {username}");
+    }
+    Ok(())
+}
+
+/// A department named on the command line, or why it cannot be one.
+fn department_token(department: &str) -> Result<DepartmentToken> {
+    DepartmentToken::parse(department)
+        .map_err(|err| anyhow::anyhow!("department {department:?} cannot be used: {err}"))
+}
+
+fn department_tokens(departments: &[String]) -> Result<Vec<DepartmentToken>> {
+    departments.iter().map(|d| department_token(d)).collect()
 }
 
 /// A generated password is shown once, here, and kept nowhere but as its hash.

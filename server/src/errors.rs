@@ -123,7 +123,7 @@ impl From<anyhow::Error> for ApiError {
 }
 
 impl ApiError {
-    fn envelope(&self) -> ErrorResponse {
+    pub fn envelope(&self) -> ErrorResponse {
         let errors = match self {
             ApiError::BadRequest(errors) => errors.clone(),
             ApiError::MissingCredentials => vec![MISSING_CREDENTIALS.with_message(

@@ -317,8 +317,26 @@ impl Checker {
         let document = CustomerWithVehicles {
             customer: parsed.customer,
             vehicles: parsed.vehicles,
+        };
+        // Held to the contract's schema as well as to the wire types: what is stored here is
+        // answered as it is.
+        let checked = serde_json::to_value(&document)
+            .map_err(anyhow::Error::from)
+            .and_then(|value| crate::contract::check_document(&value));
+        match checked {
+            Ok(None) => {}
+            Ok(Some(violation)) => {
+                return Err(fail(
+                    &violation.pointer,
+                    format!(
+                        "departs from openapi.yaml's CustomerWithVehicles ({})",
+                        violation.keyword
+                    ),
+                ));
+            }
+            Err(err) => return Err(fail("(line)", format!("could not be checked: {err:#}"))),
         }
-        .to_document();
+        let document = document.to_document();
         Ok(ImportRecord {
             line,
             department,

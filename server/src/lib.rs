@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod contract;
 pub mod demo;
 pub mod domain;
 pub mod errors;
@@ -19,3 +20,4 @@ pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod tls;
+pub mod traces;

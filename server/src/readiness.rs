@@ -27,17 +27,30 @@ pub struct Kept {
 
 pub struct KeptReadiness {
     kept: RwLock<Option<Kept>>,
+    /// `serving`: 1 while `/readyz` answers `200`.
+    serving: prometheus::IntGauge,
 }
 
 impl KeptReadiness {
     /// Starts probing `store` (now, then every [`PROBE_EVERY`]) on the current runtime, until
     /// the returned value is dropped.
-    pub fn start(store: Arc<dyn Store>) -> Arc<KeptReadiness> {
+    pub fn start(store: Arc<dyn Store>) -> anyhow::Result<Arc<KeptReadiness>> {
+        let serving = prometheus::IntGauge::new(
+            "serving",
+            "1 while /readyz answers 200: the databases answer, or fewer than 3 probes in a row \
+             have failed.",
+        )?;
         let kept = Arc::new(KeptReadiness {
             kept: RwLock::new(None),
+            serving,
         });
         tokio::spawn(probe_forever(Arc::downgrade(&kept), store));
-        kept
+        Ok(kept)
+    }
+
+    /// The `serving` gauge, for `/metrics`.
+    pub fn collector(&self) -> Box<dyn prometheus::core::Collector> {
+        Box::new(self.serving.clone())
     }
 
     /// The last probe's result, or `None` before the first has finished.
@@ -87,6 +100,7 @@ impl KeptReadiness {
             probed_at: Instant::now(),
             failures,
         };
+        self.serving.set(i64::from(fresh.ready));
         *kept = Some(fresh.clone());
         fresh
     }

@@ -45,9 +45,16 @@ pub struct AppState {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// What `/readyz` answers: the databases as a task of its own last probed them.
     pub readiness: Arc<crate::readiness::KeptReadiness>,
+    /// Answers checked against openapi.yaml (`--contract-guard`; `enforce` unless set).
+    pub contract: Arc<crate::contract::Guard>,
 }
 
 impl AppState {
+    /// Checks answers as `mode` says, from now on (the metric is registered once, by `new`).
+    pub fn guard_contract(&mut self, mode: crate::contract::Mode) {
+        self.contract = Arc::new(self.contract.with_mode(mode));
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         auth_cache_ttl: Duration,
@@ -72,8 +79,13 @@ impl AppState {
             &["reason"],
         )?;
         metrics.register(Box::new(refusals.clone()))?;
+        let readiness = crate::readiness::KeptReadiness::start(store.clone())?;
+        metrics.register(readiness.collector())?;
+        let contract = Arc::new(crate::contract::Guard::new(crate::contract::Mode::Enforce)?);
+        metrics.register(contract.collector())?;
         Ok(AppState {
-            readiness: crate::readiness::KeptReadiness::start(store.clone()),
+            readiness,
+            contract,
             document_bytes,
             refusals,
             trusted_proxies: Vec::new(),

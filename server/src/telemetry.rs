@@ -9,18 +9,23 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 use std::time::Instant;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Structured logs to stderr: JSON with `LINKED_CUSTOMER_LOG_FORMAT=json`, else text with fields.
-/// The level comes from `RUST_LOG` (default `info`).
+/// The level comes from `RUST_LOG` (default `info`). Traces too, when the environment asks for
+/// them ([`crate::traces`]).
 ///
 /// Lines are written by a thread of their own, in batches, so that a request does not wait for
 /// a write to stderr (at `info` there is a line per request). When stderr is slower than the
 /// requests for long enough to fill the queue, requests wait rather than lines being lost.
-/// Keep the returned guard until the process ends: dropping it writes what is queued.
-pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+/// Keep the returned guard until the process ends: dropping it writes what is queued, and
+/// sends the traces still held.
+pub fn init_logging() -> Telemetry {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
@@ -28,18 +33,60 @@ pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let json = std::env::var("LINKED_CUSTOMER_LOG_FORMAT").is_ok_and(|f| f == "json");
-    // A second initialisation (tests start several servers in one process) is harmless.
-    let _ = if json {
-        builder.json().try_init()
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let lines = if json {
+        lines.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        lines.with_filter(filter).boxed()
     };
-    guard
+    let (provider, traces) = match crate::traces::start() {
+        Ok(Some((provider, tracer))) => {
+            // The server's own spans, down to the password check's and the statement's
+            // (`debug`): not the libraries'.
+            let spans = tracing_subscriber::filter::Targets::new()
+                .with_target(env!("CARGO_CRATE_NAME"), tracing::Level::DEBUG);
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_threads(false)
+                .with_location(false)
+                .with_tracked_inactivity(false)
+                .with_filter(spans);
+            (Some(provider), Some(layer))
+        }
+        Ok(None) => (None, None),
+        Err(err) => {
+            eprintln!("traces are off: {err:#}");
+            (None, None)
+        }
+    };
+    // A second initialisation (tests start several servers in one process) is harmless.
+    let _ = tracing_subscriber::registry()
+        .with(lines)
+        .with(traces)
+        .try_init();
+    Telemetry {
+        _lines: guard,
+        provider,
+    }
+}
+
+/// Keeps the log writer and the trace exporter until the process ends.
+pub struct Telemetry {
+    _lines: tracing_appender::non_blocking::WorkerGuard,
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = &self.provider {
+            // Sends what is held; an exporter that cannot be reached costs its timeout once.
+            let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(5));
+        }
+    }
 }
 
 pub struct Metrics {
@@ -71,6 +118,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        // CPU seconds, resident and virtual memory, open and maximum descriptors, threads and
+        // start time, read from /proc at each scrape.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             registry,
             requests,
@@ -107,6 +159,47 @@ fn method_label(method: &actix_web::http::Method) -> String {
     if KNOWN.contains(&name) { name } else { "OTHER" }.to_string()
 }
 
+/// The request's span: its id, method and route; with traces on, also the OpenTelemetry HTTP
+/// server attributes (the route's pattern, never the path with its department token), the
+/// parent from the request's `traceparent`, and the trace id, for the log lines.
+fn request_span(request: &ServiceRequest, request_id: &str, method: &str, route: &str) -> Span {
+    if !crate::traces::on() {
+        return tracing::info_span!("request", request_id = %request_id, %method, %route);
+    }
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        %method,
+        %route,
+        "otel.name" = %format_args!("{method} {route}"),
+        "otel.kind" = "server",
+        "otel.status_code" = tracing::field::Empty,
+        "http.request.method" = %method,
+        "http.route" = %route,
+        "http.response.status_code" = tracing::field::Empty,
+        "url.scheme" = %request.connection_info().scheme(),
+        "network.protocol.version" = http_version(request.version()),
+        trace_id = tracing::field::Empty,
+    );
+    let _ = span.set_parent(crate::traces::parent(request.headers()));
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt;
+        span.context().span().span_context().trace_id()
+    };
+    span.record("trace_id", tracing::field::display(trace_id));
+    span
+}
+
+fn http_version(version: actix_web::http::Version) -> &'static str {
+    match version {
+        actix_web::http::Version::HTTP_09 => "0.9",
+        actix_web::http::Version::HTTP_10 => "1.0",
+        actix_web::http::Version::HTTP_2 => "2",
+        _ => "1.1",
+    }
+}
+
 /// Gives every request an id (the caller's `x-request-id` when it is a sane token), a span that
 /// carries it through every log line, a log line when done, and its metrics.
 pub async fn observe(
@@ -134,11 +227,17 @@ pub async fn observe(
     );
     let method = method_label(request.method());
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    let span = request_span(&request, &request_id, &method, &route);
     let result = next.call(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let mut response = result?;
     let status = response.status().as_u16();
+    if crate::traces::on() {
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }

@@ -37,6 +37,16 @@ const STEPS: &[Step] = &[
         deny_canary,
     ),
     (
+        "GitHub workflows (actionlint)",
+        "cargo xtask workflows",
+        workflows,
+    ),
+    (
+        "actionlint refuses an invalid workflow",
+        "cargo xtask workflows --canary",
+        workflows_canary,
+    ),
+    (
         "clippy",
         "cargo clippy --locked --workspace --all-targets -- -D warnings",
         clippy,
@@ -46,6 +56,11 @@ const STEPS: &[Step] = &[
         "PostgreSQL's certificate verified: accepted with the CA, refused without it",
         "cargo xtask pg-tls",
         crate::pg_tls::run,
+    ),
+    (
+        "deployment files: HAProxy, systemd unit, alert rules",
+        "cargo xtask deploy-check",
+        crate::deploy::run,
     ),
     (
         "benchmark smoke run",
@@ -150,6 +165,14 @@ fn deny() -> Result<()> {
 
 fn deny_canary() -> Result<()> {
     crate::deny::run_check(crate::deny::db_from_env()?, true)
+}
+
+fn workflows() -> Result<()> {
+    crate::workflows::run(false)
+}
+
+fn workflows_canary() -> Result<()> {
+    crate::workflows::run(true)
 }
 
 fn clippy() -> Result<()> {

@@ -3,6 +3,8 @@
 //! the primary and read the replica, and HAProxy in front of them, all on loopback ports.
 //! HAProxy terminates TLS with a certificate from a CA made in the run, and checks each server's
 //! `/readyz` on its operations port (`--admin-bind`); behind it the servers speak plain HTTP.
+//! HAProxy's configuration is the project's, `deploy/haproxy.cfg`, with only the lines that a
+//! run on loopback needs changed ([`haproxy_config`]).
 //!
 //! Without `--test` it imports a data set, prints the URLs and a credential, and runs until
 //! Ctrl-C. With `--test` it proves, and fails loudly otherwise, every request through the load
@@ -28,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CUSTOMERS: usize = 20_000;
-const SERVERS: usize = 3;
+pub(crate) const SERVERS: usize = 3;
 /// Seconds of each load with a fault in it, and when in it the fault comes and goes.
 const FAULT_LOAD_SECONDS: u64 = 12;
 const FAULT_AT: Duration = Duration::from_secs(3);
@@ -313,15 +315,7 @@ impl Servers {
 
 /// Debian's HAProxy, installed when missing (as root).
 fn haproxy_program() -> Result<PathBuf> {
-    let installed = PathBuf::from("/usr/sbin/haproxy");
-    if !installed.exists() {
-        crate::util::apt_install(
-            &["haproxy"],
-            "HAProxy is not installed and this is not root: install it (Debian: apt-get install haproxy)",
-        )?;
-    }
-    ensure!(installed.exists(), "no {}", installed.display());
-    Ok(installed)
+    crate::deploy::debian_program("/usr/sbin/haproxy", "haproxy")
 }
 
 struct Balancer {
@@ -338,113 +332,110 @@ struct Balancer {
     child: Child,
 }
 
-/// TLS 1.2 and 1.3 from clients, HTTP/1.1 by ALPN, with the certificate and key in one file
-/// (`crt`, as HAProxy takes them); plain HTTP to the servers on loopback. Health checks
-/// (`/readyz`) every 200 ms on each server's operations port (a server is out after 2 failures,
-/// back after 2 successes); requests are retried on another server when a connection fails or
-/// is closed without an answer (lookups are GETs: safe to send again).
-fn haproxy_config(
+/// THE HAProxy configuration, deploy/haproxy.cfg (its comments say why each setting is
+/// there), with the lines that a run on loopback needs changed, and nothing else: HAProxy runs
+/// as the user running xtask (no `user`/`group` to drop to), its stats socket in the run's
+/// folder (`show stat`: [`Balancer::servers`]), a request log of status, termination state
+/// and server ([`Balancer::failures_since`]) in place of `option httplog`, and the run's
+/// addresses and certificate. Each line changed must be in the file exactly once
+/// ([`crate::deploy::rewrite_lines`]), and every `server` line is one of the run's, or this
+/// fails: the file and the test cannot drift apart silently. `servers` are each server's API
+/// address and operations address (where its `/readyz` checks go).
+pub(crate) fn haproxy_config(
     address: &str,
     certificate: &Path,
     stats: &str,
     socket: &Path,
-    servers: &Servers,
-) -> String {
-    let mut text = format!(
-        "# written by cargo xtask cluster
-global
-    maxconn 4096
-    stats socket {} mode 600 level operator
-    # A line per request on stdout (the log file): status, termination state, server.
-    log stdout format raw local0
-",
-        socket.display()
+    servers: &[(String, String)],
+) -> Result<String> {
+    let file = crate::deploy::HAPROXY;
+    let text = std::fs::read_to_string(crate::util::root().join(file))
+        .with_context(|| format!("reading {file}"))?;
+    let mut changes: Vec<(String, String)> = [
+        (
+            "user haproxy",
+            "# user: the one running cargo xtask cluster".to_string(),
+        ),
+        (
+            "group haproxy",
+            "# group: the one running cargo xtask cluster".to_string(),
+        ),
+        (
+            "stats socket /run/haproxy/linked-customer.sock",
+            format!("stats socket {}", socket.display()),
+        ),
+        ("option httplog", "log-format \"%ST %tsc %s\"".to_string()),
+        (
+            crate::deploy::HAPROXY_FRONTEND_BIND,
+            format!("bind {address} ssl crt {}", certificate.display()),
+        ),
+        ("bind 127.0.0.1:8404", format!("bind {stats}")),
+    ]
+    .map(|(from, to)| (from.to_string(), to))
+    .into();
+    for (index, (bind, operations)) in servers.iter().enumerate() {
+        let n = index + 1;
+        // deploy/haproxy.cfg's servers: s1 on 10.0.0.11, s2 on 10.0.0.12, ...
+        let example = format!("10.0.0.{}:8080", 10 + n);
+        let port = operations
+            .rsplit_once(':')
+            .map(|(_, port)| port)
+            .with_context(|| format!("no port in {operations}"))?;
+        changes.push((
+            format!("server s{n} {example} check port 9090"),
+            format!("server s{n} {bind} check port {port}"),
+        ));
+        changes.push((
+            format!("server s{n}-unchecked {example} backup"),
+            format!("server s{n}-unchecked {bind} backup"),
+        ));
+    }
+    let config = crate::deploy::rewrite_lines(&text, file, &changes)?;
+    let server_lines = config
+        .lines()
+        .filter(|line| line.trim_start().starts_with("server "))
+        .count();
+    ensure!(
+        server_lines == 2 * servers.len(),
+        "{file} has {server_lines} `server` lines; a run on loopback has {} servers, each a \
+         checked line and an unchecked backup",
+        servers.len()
     );
-    text.push_str(&format!(
-        "
-defaults
-    mode http
-    log global
-    log-format \"%ST %tsc %s\"
-    timeout connect 1s
-    timeout client 30s
-    timeout server 10s
-    timeout http-keep-alive 4s
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response response-timeout
+    Ok(format!(
+        "# deploy/haproxy.cfg as cargo xtask cluster runs it (see its header)\n{config}"
+    ))
+}
 
-frontend api
-    bind {address} ssl crt {} ssl-min-ver TLSv1.2 alpn http/1.1
-    option forwardfor
-    default_backend servers
-
-backend servers
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    # /readyz answers from the server's own probes at once; a check may still wait for a busy
-    # machine, so one slow answer is not a verdict: three failed checks in a row take a server
-    # out, two good ones bring it back.
-    timeout check 1s
-    default-server inter 1s fastinter 500ms downinter 1s fall 3 rise 2
-    # When every server fails its checks, keep sending to all of them (the unchecked backups
-    # below) rather than answer 503 to everyone: a fleet-wide failure of the checks is more
-    # likely the checks than the fleet.
-    option allbackups
-",
-        certificate.display()
-    ));
-    for (index, (server, operations)) in servers.binds.iter().zip(&servers.operations).enumerate() {
-        let port = operations.rsplit_once(':').map_or("", |(_, port)| port);
-        text.push_str(&format!(
-            "    server s{} {server} check port {port}\n",
-            index + 1
-        ));
-    }
-    for (index, server) in servers.binds.iter().enumerate() {
-        text.push_str(&format!(
-            "    server s{}-unchecked {server} backup\n",
-            index + 1
-        ));
-    }
-    text.push_str(&format!(
-        "
-listen stats
-    bind {stats}
-    stats enable
-    stats uri /stats
-"
-    ));
-    text
+/// HAProxy's certificate from a CA made in the run, and `crt`'s one PEM file: the
+/// certificate, then its key.
+pub(crate) fn haproxy_certificate(work: &Path) -> Result<(LocalTls, PathBuf)> {
+    let tls = LocalTls::make(work, "haproxy")?;
+    let certificate = work.join("haproxy.pem");
+    bench::write_private(
+        &certificate,
+        &(std::fs::read_to_string(&tls.cert)? + &std::fs::read_to_string(&tls.key)?),
+    )?;
+    Ok((tls, certificate))
 }
 
 impl Balancer {
     fn start(haproxy: &Path, servers: &Servers, work: &Path) -> Result<Balancer> {
         let (address, stats) = (free_address()?, free_address()?);
-        let tls = LocalTls::make(work, "haproxy")?;
-        let certificate = work.join("haproxy.pem");
-        bench::write_private(
-            &certificate,
-            &(std::fs::read_to_string(&tls.cert)? + &std::fs::read_to_string(&tls.key)?),
-        )?;
+        let (tls, certificate) = haproxy_certificate(work)?;
         let config = work.join("haproxy.cfg");
         let socket = work.join("haproxy.sock");
         let _ = std::fs::remove_file(&socket);
+        let addresses: Vec<(String, String)> = servers
+            .binds
+            .iter()
+            .cloned()
+            .zip(servers.operations.iter().cloned())
+            .collect();
         std::fs::write(
             &config,
-            haproxy_config(&address, &certificate, &stats, &socket, servers),
+            haproxy_config(&address, &certificate, &stats, &socket, &addresses)?,
         )?;
-        let mut check = Command::new(haproxy);
-        check.arg("-c").arg("-f").arg(&config);
-        let output = capture(check)?;
-        ensure!(
-            output.status.success(),
-            "HAProxy refused {}: {}{}",
-            rel(&config),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        crate::deploy::haproxy_check(haproxy, &config)?;
         let log_path = work.join("haproxy.log");
         let log = std::fs::File::create(&log_path)?;
         let child = Command::new(haproxy)

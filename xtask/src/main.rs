@@ -10,6 +10,7 @@ mod cluster;
 mod codegen;
 mod contract;
 mod deny;
+mod deploy;
 mod fuzz;
 mod guessing;
 mod pg_tls;
@@ -20,7 +21,9 @@ mod spec_diff;
 mod spec_lint;
 mod tls;
 mod tools;
+mod upgrade;
 mod util;
+mod workflows;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -122,6 +125,11 @@ enum Command {
     /// The server verifies its PostgreSQL's certificate: a cluster with a certificate from a CA
     /// made in the run; accepted with the CA, refused without it or for another host name.
     PgTls,
+    /// The deployment files in deploy/: haproxy -c on the HAProxy configuration (and the copy
+    /// `cluster` runs), systemd-analyze verify on the unit, the settings file against the
+    /// server, promtool on the alert rules and their tests; each check shown to fail on a
+    /// broken copy.
+    DeployCheck,
     /// A PostgreSQL primary and streaming replica, three release servers reading the replica and
     /// HAProxy in front, on loopback; runs until Ctrl-C, or with --test proves the topology.
     Cluster {
@@ -135,6 +143,22 @@ enum Command {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+    },
+    /// Does an older server binary still run on a database the new one migrated? Builds the old
+    /// commit, then new, old and new again on SQLite and PostgreSQL: identical answers, or a
+    /// refusal naming the schema problem (not in ci).
+    UpgradeCheck {
+        /// The older commit to build the old binary from (any git revision).
+        #[arg(long, value_name = "COMMIT", default_value = upgrade::DEFAULT_OLD)]
+        from: String,
+    },
+    /// Check the GitHub workflows in .github/workflows/ with actionlint, and the scripts of their
+    /// `run:` steps with shellcheck; any finding fails.
+    Workflows {
+        /// Prove the check can fail instead: a workflow with an unknown key, a bad expression and
+        /// an unquoted variable must be refused for each.
+        #[arg(long)]
+        canary: bool,
     },
 }
 
@@ -178,8 +202,11 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Chaos { debug_build } => chaos::run(debug_build),
         Command::PgTls => pg_tls::run(),
+        Command::DeployCheck => deploy::run(),
         Command::Cluster { test } => cluster::run(test),
         Command::Fuzz { seconds } => fuzz::run_targets(seconds),
+        Command::UpgradeCheck { from } => upgrade::run_check(&from),
+        Command::Workflows { canary } => workflows::run(canary),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

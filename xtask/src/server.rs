@@ -125,19 +125,14 @@ impl TestServer {
             // production budgets most would be 429s, and the contract would be tested less.
             .env("LINKED_CUSTOMER_PASSWORD_CHECKS_PER_USERNAME", "100000")
             .env("LINKED_CUSTOMER_PASSWORD_CHECKS_PER_ADDRESS", "100000")
+            // Every answer held to openapi.yaml: one that departs is a 500, which the contract
+            // tests and the clients then fail on.
+            .env("LINKED_CUSTOMER_CONTRACT_GUARD", "enforce")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting linked-customer-server")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(base) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(base.to_string());
-                }
-            }
-        });
+        let receiver = listening_on(child.stdout.take().context("no stdout")?);
         let mut server = TestServer {
             base_url: String::new(),
             user: USER.to_string(),
@@ -296,6 +291,20 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL that a server's stdout announces (`listening on URL`), sent once it does; the rest
+/// of its stdout is read and dropped.
+pub fn listening_on(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(base) = line.strip_prefix("listening on ") {
+                let _ = sender.send(base.to_string());
+            }
+        }
+    });
+    receiver
 }
 
 #[cfg(test)]

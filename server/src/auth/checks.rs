@@ -22,6 +22,10 @@ struct Job {
     password: String,
     stored: String,
     answer: oneshot::Sender<bool>,
+    /// The request's `password check` span (traces): the thread's work goes below it.
+    check: tracing::Span,
+    /// Open while the job waits for a thread.
+    queued: tracing::Span,
 }
 
 pub struct PasswordChecks {
@@ -52,11 +56,14 @@ impl PasswordChecks {
 
     /// Whether `password` matches the PHC string `stored`.
     pub async fn verify(&self, password: &str, stored: &str) -> Result<bool, Unavailable> {
+        let check = tracing::debug_span!("password check");
         let (answer, answered) = oneshot::channel();
         let job = Job {
             password: password.to_string(),
             stored: stored.to_string(),
             answer,
+            queued: tracing::debug_span!(parent: &check, "password check: waiting for a thread"),
+            check: check.clone(),
         };
         self.jobs.try_send(job).map_err(|err| match err {
             TrySendError::Full(_) => Unavailable::Saturated,
@@ -79,11 +86,13 @@ fn work(jobs: &Mutex<Receiver<Job>>, done: &prometheus::IntCounter) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
+        drop(job.queued);
         // Its request went away or stopped waiting: nobody needs the answer.
         if job.answer.is_closed() {
             continue;
         }
-        let matches = super::verify_password(&job.password, &job.stored);
+        let matches = tracing::debug_span!(parent: &job.check, "password check: argon2")
+            .in_scope(|| super::verify_password(&job.password, &job.stored));
         done.inc();
         let _ = job.answer.send(matches);
     }

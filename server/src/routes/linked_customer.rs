@@ -255,17 +255,47 @@ impl From<Result<Option<String>, ApiError>> for LinkedCustomerAnswer {
 impl Responder for LinkedCustomerAnswer {
     type Body = BoxBody;
 
-    fn respond_to(self, _request: &HttpRequest) -> HttpResponse {
+    fn respond_to(self, request: &HttpRequest) -> HttpResponse {
+        let _writing = tracing::debug_span!("write answer").entered();
+        let guard = request
+            .app_data::<web::Data<AppState>>()
+            .map(|state| state.contract.clone());
+        let refused = |violation: crate::contract::Violation| {
+            let err = anyhow::anyhow!(
+                "the answer departs from openapi.yaml at {:?} ({}): not sent",
+                violation.pointer,
+                violation.keyword
+            );
+            ApiError::Unexpected(err).error_response()
+        };
         match self {
-            LinkedCustomerAnswer::Found(StoredCustomer(document)) => HttpResponse::Ok()
-                .content_type(ContentType::json())
-                .body(LinkedCustomerResponse::json_around(&document)),
+            LinkedCustomerAnswer::Found(StoredCustomer(document)) => {
+                let body = LinkedCustomerResponse::json_around(&document);
+                if let Some(guard) = &guard
+                    && let Err(violation) = guard.check(200, || serde_json::from_slice(&body).ok())
+                {
+                    return refused(violation);
+                }
+                HttpResponse::Ok()
+                    .content_type(ContentType::json())
+                    .body(body)
+            }
             LinkedCustomerAnswer::NotLinked => HttpResponse::NoContent().finish(),
             LinkedCustomerAnswer::BadRequest(Refusal(err))
             | LinkedCustomerAnswer::Unauthorized(Refusal(err))
             | LinkedCustomerAnswer::TooManyRequests(Refusal(err))
             | LinkedCustomerAnswer::Failed(Refusal(err))
-            | LinkedCustomerAnswer::Unavailable(Refusal(err)) => err.error_response(),
+            | LinkedCustomerAnswer::Unavailable(Refusal(err)) => {
+                if let Some(guard) = &guard {
+                    let status = err.status_code().as_u16();
+                    if let Err(violation) =
+                        guard.check(status, || serde_json::to_value(err.envelope()).ok())
+                    {
+                        return refused(violation);
+                    }
+                }
+                err.error_response()
+            }
         }
     }
 }

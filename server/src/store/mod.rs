@@ -2,9 +2,12 @@
 //! PostgreSQL. A customer is one stored document; a lookup is one statement (`lookup.sql`) that
 //! answers the credential, the grant and the document together.
 
+pub mod backup;
 mod carry_over;
 mod postgres;
 mod sqlite;
+
+pub use sqlite::path as sqlite_path;
 
 use crate::domain::{DepartmentToken, EntityId};
 use crate::import::{ImportError, ImportRecord};
@@ -128,6 +131,160 @@ pub trait Store: Send + Sync {
 
     /// Replaces a subscriber's password hash; false if there is no such subscriber.
     async fn set_password_hash(&self, username: &str, password_hash: &str) -> Result<bool>;
+
+    /// Every subscriber with its grants, by name (no hashes).
+    async fn subscribers(&self) -> Result<Vec<SubscriberGrants>>;
+
+    /// Grants every scope on every department (created if new) to a subscriber; false if
+    /// there is no such subscriber. A grant it holds already is left as it is.
+    async fn grant(
+        &self,
+        username: &str,
+        departments: &[DepartmentToken],
+        scopes: &[String],
+    ) -> Result<bool>;
+
+    /// Takes every scope on every department from a subscriber: how many grants it held of
+    /// them, or `None` if there is no such subscriber.
+    async fn revoke(
+        &self,
+        username: &str,
+        departments: &[DepartmentToken],
+        scopes: &[String],
+    ) -> Result<Option<u64>>;
+
+    /// Removes a customer (by its department and `customerUuid`) and its links: how many links
+    /// it had, or `None` if there is no such customer.
+    async fn remove_customer(
+        &self,
+        department: &DepartmentToken,
+        customer_uuid: &str,
+    ) -> Result<Option<u64>>;
+}
+
+/// The span of a lookup's statement on `database` (`database`, `primary`, `replicaN`), with the
+/// OpenTelemetry database attributes (traces); never a parameter's value.
+pub(crate) fn statement_span(system: &'static str, database: &str) -> tracing::Span {
+    tracing::debug_span!(
+        "lookup statement",
+        "otel.name" = "SELECT getLinkedCustomer",
+        "otel.kind" = "client",
+        "db.system.name" = system,
+        "db.operation.name" = "SELECT",
+        "db.query.summary" = "SELECT getLinkedCustomer",
+        database = %database,
+    )
+}
+
+/// The help of `database_up`, kept by each store for its databases.
+const DATABASE_UP_HELP: &str =
+    "1 while the database answers: its last probe, lookup or readiness check succeeded.";
+
+/// A subscriber as `subscriber list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriberGrants {
+    pub username: String,
+    /// (department, scope), sorted.
+    pub grants: Vec<(String, String)>,
+}
+
+/// Gathers [`SUBSCRIBER_GRANTS`]'s rows (sorted by username) into subscribers.
+fn gather_grants(
+    rows: impl IntoIterator<Item = (String, Option<String>, Option<String>)>,
+) -> Vec<SubscriberGrants> {
+    let mut subscribers: Vec<SubscriberGrants> = Vec::new();
+    for (username, department, scope) in rows {
+        if subscribers.last().is_none_or(|s| s.username != username) {
+            subscribers.push(SubscriberGrants {
+                username,
+                grants: Vec::new(),
+            });
+        }
+        if let (Some(department), Some(scope), Some(last)) =
+            (department, scope, subscribers.last_mut())
+        {
+            last.grants.push((department, scope));
+        }
+    }
+    subscribers
+}
+
+// The statements of the admin commands, the same text for both databases. SQLite reads `$N`
+// as a parameter named `$N`, numbered in the order the names first appear: each statement
+// names its parameters in ascending order (a test holds it), so that both bind by position.
+const UPSERT_DEPARTMENT: &str = "
+    INSERT INTO departments (token) VALUES ($1)
+    ON CONFLICT (token) DO UPDATE SET token = excluded.token
+    RETURNING id";
+const INSERT_SUBSCRIBER: &str =
+    "INSERT INTO subscribers (username, password_hash) VALUES ($1, $2) RETURNING id";
+const INSERT_GRANT: &str = "
+    INSERT INTO grants (subscriber_id, department_id, scope) VALUES ($1, $2, $3)
+    ON CONFLICT DO NOTHING";
+const DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE username = $1";
+const UPDATE_PASSWORD: &str = "UPDATE subscribers SET password_hash = $1 WHERE username = $2";
+const FIND_SUBSCRIBER: &str = "SELECT id FROM subscribers WHERE username = $1";
+const SUBSCRIBER_GRANTS: &str = "
+    SELECT s.username, d.token, g.scope
+    FROM subscribers s
+    LEFT JOIN grants g ON g.subscriber_id = s.id
+    LEFT JOIN departments d ON d.id = g.department_id
+    ORDER BY s.username, d.token, g.scope";
+const DELETE_GRANT: &str = "
+    DELETE FROM grants
+    WHERE subscriber_id = $1
+      AND department_id = (SELECT id FROM departments WHERE token = $2) AND scope = $3";
+const FIND_CUSTOMER_BY_KEY: &str = "
+    SELECT c.id FROM customer_documents c JOIN departments d ON d.id = c.department_id
+    WHERE d.token = $1 AND c.customer_uuid = $2";
+const DELETE_CUSTOMER_LINKS: &str = "DELETE FROM links WHERE customer_id = $1";
+const DELETE_CUSTOMER: &str = "DELETE FROM customer_documents WHERE id = $1";
+
+/// Whether this start may create the database (an SQLite file), or must find one that holds
+/// the schema already (the admin commands: pointed at the wrong place, they say so rather than
+/// make an empty database there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Creation {
+    IfMissing,
+    MustExist,
+}
+
+/// What the database says of its schema before the migrations run.
+#[derive(Clone, Copy, Debug)]
+struct Applied {
+    /// Whether it has the migrations' table (a database of this server).
+    has_schema: bool,
+    /// The newest migration applied.
+    newest: Option<i64>,
+}
+
+/// Refuses a database this binary cannot or may not use: one without the schema when it must
+/// exist, and one migrated by a newer binary (which the migrations would refuse with less to go
+/// on).
+fn check_schema(
+    applied: Applied,
+    migrator: &sqlx::migrate::Migrator,
+    creation: Creation,
+    url: &str,
+) -> Result<()> {
+    if creation == Creation::MustExist && !applied.has_schema {
+        anyhow::bail!(
+            "{} holds no linked-customer database (no schema): check DATABASE_URL, or run \
+             `migrate` to create one there",
+            redact(url)
+        );
+    }
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(newest) = applied.newest.filter(|&newest| newest > known) {
+        anyhow::bail!(
+            "the database's schema is at migration {newest}, newer than this binary's {known} \
+             (linked-customer-server {}): it was upgraded by a newer release. Run that release \
+             or a newer one, or restore the backup taken before the upgrade \
+             (docs/operating.md, \"Upgrading\")",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    Ok(())
 }
 
 /// An opened database: the store, and whether this start created it (for the demo data).
@@ -235,6 +392,20 @@ pub async fn open_replicated(
     replicas: &ReadReplicas,
     limits: DatabaseLimits,
 ) -> Result<Opened> {
+    open_as(url, replicas, limits, Creation::IfMissing).await
+}
+
+/// Opens a database that must exist and hold the schema (see [`Creation::MustExist`]).
+pub async fn open_existing(url: &str, limits: DatabaseLimits) -> Result<Opened> {
+    open_as(url, &ReadReplicas::default(), limits, Creation::MustExist).await
+}
+
+async fn open_as(
+    url: &str,
+    replicas: &ReadReplicas,
+    limits: DatabaseLimits,
+    creation: Creation,
+) -> Result<Opened> {
     let is_postgres =
         |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
     if let Some(other) = replicas.urls.iter().find(|url| !is_postgres(url)) {
@@ -244,11 +415,11 @@ pub async fn open_replicated(
         );
     }
     if is_postgres(url) {
-        postgres::open(url, replicas, limits).await
+        postgres::open(url, replicas, limits, creation).await
     } else if !replicas.urls.is_empty() {
         anyhow::bail!("read replicas are for PostgreSQL: DATABASE_URL is not a PostgreSQL URL")
     } else if url.starts_with("sqlite:") {
-        sqlite::open(url, limits).await
+        sqlite::open(url, limits, creation).await
     } else {
         anyhow::bail!(
             "DATABASE_URL must start with sqlite: or postgres:// (got a URL with another scheme)"
@@ -291,6 +462,46 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    /// SQLite numbers `$N` parameters by first appearance: each shared statement must name
+    /// them first in ascending order, or SQLite would bind them to the wrong places.
+    #[test]
+    fn shared_statements_name_their_parameters_in_order() {
+        for statement in [
+            super::UPSERT_DEPARTMENT,
+            super::INSERT_SUBSCRIBER,
+            super::INSERT_GRANT,
+            super::DELETE_SUBSCRIBER,
+            super::UPDATE_PASSWORD,
+            super::FIND_SUBSCRIBER,
+            super::SUBSCRIBER_GRANTS,
+            super::DELETE_GRANT,
+            super::FIND_CUSTOMER_BY_KEY,
+            super::DELETE_CUSTOMER_LINKS,
+            super::DELETE_CUSTOMER,
+        ] {
+            assert!(parameters_in_order(statement), "{statement}");
+        }
+        // The canary: the order this test once caught.
+        assert!(!parameters_in_order(
+            "UPDATE subscribers SET password_hash = $2 WHERE username = $1"
+        ));
+    }
+
+    fn parameters_in_order(statement: &str) -> bool {
+        let mut seen: Vec<u32> = Vec::new();
+        for piece in statement.split('$').skip(1) {
+            let digits: String = piece.chars().take_while(char::is_ascii_digit).collect();
+            let n: u32 = digits.parse().expect("a parameter number");
+            if !seen.contains(&n) {
+                if n != seen.len() as u32 + 1 {
+                    return false;
+                }
+                seen.push(n);
+            }
+        }
+        true
+    }
 
     #[test]
     fn redact_hides_the_password_only() {

@@ -3,8 +3,11 @@
 //! runs the migrations, as it always has for this schema.
 
 use super::{
-    DatabaseLimits, DatabaseState, ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey,
-    Opened, Readiness, Store, SubscriberAccess,
+    Applied, Creation, DELETE_CUSTOMER, DELETE_CUSTOMER_LINKS, DELETE_GRANT, DELETE_SUBSCRIBER,
+    DatabaseLimits, DatabaseState, FIND_CUSTOMER_BY_KEY, FIND_SUBSCRIBER, INSERT_GRANT,
+    INSERT_SUBSCRIBER, ImportStream, ImportSummary, LOOKUP_SQL, Lookup, LookupKey, Opened,
+    Readiness, SUBSCRIBER_GRANTS, Store, SubscriberAccess, SubscriberGrants, UPDATE_PASSWORD,
+    UPSERT_DEPARTMENT,
 };
 use crate::domain::DepartmentToken;
 use anyhow::{Context, Result, bail};
@@ -20,24 +23,52 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     writer: Arc<Mutex<Connection>>,
+    /// `database_up{database="database"}`: the last readiness probe's verdict.
+    up: prometheus::IntGauge,
 }
 
-/// `limits.lock_timeout` is how long a writer waits for another writer (an import in another
-/// process) before it fails with "database is locked".
-pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
-    let options = SqliteConnectOptions::from_str(url)
-        .context("DATABASE_URL is not a valid SQLite URL")?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .foreign_keys(true)
-        .busy_timeout(limits.lock_timeout);
+/// The schema's migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The file an `sqlite:` URL names (not created).
+pub fn path(url: &str) -> Result<std::path::PathBuf> {
+    let options =
+        SqliteConnectOptions::from_str(url).context("DATABASE_URL is not a valid SQLite URL")?;
     let path = options.get_filename().to_path_buf();
     if url.contains(":memory:") || path.as_os_str().is_empty() {
         bail!(
             "an in-memory SQLite database cannot be shared by the server's connections: name a file"
         );
     }
+    Ok(path)
+}
+
+/// A command that does not create a database found no file where its URL points.
+pub fn missing(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "there is no file {}, and this command does not create a database: name the server's \
+         database in DATABASE_URL (or --database-url, DATABASE_URL_FILE), or run `migrate` to \
+         create a new one there",
+        std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+    )
+}
+
+/// `limits.lock_timeout` is how long a writer waits for another writer (an import in another
+/// process) before it fails with "database is locked".
+pub async fn open(url: &str, limits: DatabaseLimits, creation: Creation) -> Result<Opened> {
+    let options = SqliteConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid SQLite URL")?
+        .create_if_missing(creation == Creation::IfMissing)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(limits.lock_timeout);
+    let path = path(url)?;
     let created = !path.exists();
+    if created && creation == Creation::MustExist {
+        return Err(missing(&path));
+    }
     if created {
         create_private(&path)?;
     }
@@ -47,7 +78,20 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
         .connect_with(options)
         .await
         .context("could not open the SQLite database")?;
-    sqlx::migrate!("./migrations/sqlite")
+    let has_schema: bool = sqlx::query_scalar(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let newest = if has_schema {
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await?
+    } else {
+        None
+    };
+    super::check_schema(Applied { has_schema, newest }, &MIGRATOR, creation, url)?;
+    MIGRATOR
         .run(&pool)
         .await
         .context("could not migrate the SQLite database")?;
@@ -59,10 +103,16 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
     let readers = (0..cores * 2)
         .map(|_| connect(&path, true, &limits).map(Mutex::new))
         .collect::<Result<Vec<_>>>()?;
+    let up = prometheus::IntGauge::with_opts(
+        prometheus::Opts::new("database_up", super::DATABASE_UP_HELP)
+            .const_label("database", "database"),
+    )?;
+    up.set(1);
     let store = SqliteStore {
         readers,
         next_reader: AtomicUsize::new(0),
         writer,
+        up,
     };
     Ok(Opened {
         store: Arc::new(store),
@@ -73,7 +123,7 @@ pub async fn open(url: &str, limits: DatabaseLimits) -> Result<Opened> {
 /// A new database file is created readable by its owner only: it holds the subscribers'
 /// password hashes and every customer record. SQLite gives its `-wal` and `-shm` files the
 /// database file's mode.
-fn create_private(path: &Path) -> Result<()> {
+pub(super) fn create_private(path: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -154,26 +204,14 @@ impl SqliteStore {
     }
 }
 
-const UPSERT_DEPARTMENT: &str = "
-    INSERT INTO departments (token) VALUES (?1)
-    ON CONFLICT (token) DO UPDATE SET token = excluded.token
-    RETURNING id";
 const FIND_CUSTOMER: &str =
     "SELECT id FROM customer_documents WHERE department_id = ?1 AND customer_uuid = ?2";
 const INSERT_CUSTOMER: &str =
     "INSERT INTO customer_documents (department_id, customer_uuid, document) VALUES (?1, ?2, ?3)";
 const UPDATE_CUSTOMER: &str = "UPDATE customer_documents SET document = ?2 WHERE id = ?1";
-const UNLINK_CUSTOMER: &str = "DELETE FROM links WHERE customer_id = ?1";
 const UPSERT_LINK: &str = "
     INSERT INTO links (department_id, entity, entity_id, customer_id) VALUES (?1, ?2, ?3, ?4)
     ON CONFLICT (department_id, entity, entity_id) DO UPDATE SET customer_id = excluded.customer_id";
-const INSERT_SUBSCRIBER: &str =
-    "INSERT INTO subscribers (username, password_hash) VALUES (?1, ?2) RETURNING id";
-const INSERT_GRANT: &str = "
-    INSERT INTO grants (subscriber_id, department_id, scope) VALUES (?1, ?2, ?3)
-    ON CONFLICT DO NOTHING";
-const DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE username = ?1";
-const UPDATE_PASSWORD: &str = "UPDATE subscribers SET password_hash = ?2 WHERE username = ?1";
 /// Page cache of a connection: SQLite's default, and a larger one while importing.
 const DEFAULT_CACHE_KIB: i64 = 2000;
 const IMPORT_CACHE_KIB: i64 = 32 * 1024;
@@ -187,6 +225,7 @@ impl Store for SqliteStore {
         if let Err(err) = &answered {
             tracing::warn!(error = %err, "database unreachable");
         }
+        self.up.set(i64::from(answered.is_ok()));
         Readiness {
             serving: answered.is_ok(),
             databases: vec![DatabaseState {
@@ -196,7 +235,12 @@ impl Store for SqliteStore {
         }
     }
 
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.up.clone())]
+    }
+
     async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {
+        let _statement = super::statement_span("sqlite", "database").entered();
         let conn = self.reader();
         let mut statement = conn.prepare_cached(LOOKUP_SQL)?;
         let found = statement
@@ -254,13 +298,7 @@ impl Store for SqliteStore {
                 .with_context(|| {
                     format!("could not add subscriber {username:?} (is the name taken?)")
                 })?;
-            for department in &departments {
-                let department_id: i64 =
-                    tx.query_row(UPSERT_DEPARTMENT, [department.as_str()], |r| r.get(0))?;
-                for scope in &scopes {
-                    tx.execute(INSERT_GRANT, (subscriber_id, department_id, scope))?;
-                }
-            }
+            grant_in(&tx, subscriber_id, &departments, &scopes)?;
             tx.commit()?;
             Ok(())
         })
@@ -275,9 +313,115 @@ impl Store for SqliteStore {
 
     async fn set_password_hash(&self, username: &str, password_hash: &str) -> Result<bool> {
         let (username, password_hash) = (username.to_string(), password_hash.to_string());
-        self.write(move |conn| Ok(conn.execute(UPDATE_PASSWORD, (&username, &password_hash))? > 0))
+        self.write(move |conn| Ok(conn.execute(UPDATE_PASSWORD, (&password_hash, &username))? > 0))
             .await
     }
+
+    async fn subscribers(&self) -> Result<Vec<SubscriberGrants>> {
+        let conn = self.reader();
+        let mut statement = conn.prepare(SUBSCRIBER_GRANTS)?;
+        let rows = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(super::gather_grants(rows))
+    }
+
+    async fn grant(
+        &self,
+        username: &str,
+        departments: &[DepartmentToken],
+        scopes: &[String],
+    ) -> Result<bool> {
+        let username = username.to_string();
+        let (departments, scopes) = (departments.to_vec(), scopes.to_vec());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(subscriber_id) = find_subscriber(&tx, &username)? else {
+                return Ok(false);
+            };
+            grant_in(&tx, subscriber_id, &departments, &scopes)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn revoke(
+        &self,
+        username: &str,
+        departments: &[DepartmentToken],
+        scopes: &[String],
+    ) -> Result<Option<u64>> {
+        let username = username.to_string();
+        let (departments, scopes) = (departments.to_vec(), scopes.to_vec());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(subscriber_id) = find_subscriber(&tx, &username)? else {
+                return Ok(None);
+            };
+            let mut revoked = 0;
+            for department in &departments {
+                for scope in &scopes {
+                    revoked += tx
+                        .execute(DELETE_GRANT, (subscriber_id, department.as_str(), scope))?
+                        as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(Some(revoked))
+        })
+        .await
+    }
+
+    async fn remove_customer(
+        &self,
+        department: &DepartmentToken,
+        customer_uuid: &str,
+    ) -> Result<Option<u64>> {
+        let (department, customer_uuid) = (department.clone(), customer_uuid.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(id) = tx
+                .query_row(
+                    FIND_CUSTOMER_BY_KEY,
+                    (department.as_str(), &customer_uuid),
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let links = tx.execute(DELETE_CUSTOMER_LINKS, [id])? as u64;
+            tx.execute(DELETE_CUSTOMER, [id])?;
+            tx.commit()?;
+            Ok(Some(links))
+        })
+        .await
+    }
+}
+
+/// The id of the subscriber named `username`.
+fn find_subscriber(tx: &rusqlite::Transaction<'_>, username: &str) -> Result<Option<i64>> {
+    Ok(tx
+        .query_row(FIND_SUBSCRIBER, [username], |r| r.get(0))
+        .optional()?)
+}
+
+/// Grants every scope on every department to the subscriber, in `tx`.
+fn grant_in(
+    tx: &rusqlite::Transaction<'_>,
+    subscriber_id: i64,
+    departments: &[DepartmentToken],
+    scopes: &[String],
+) -> Result<()> {
+    for department in departments {
+        let department_id: i64 =
+            tx.query_row(UPSERT_DEPARTMENT, [department.as_str()], |r| r.get(0))?;
+        for scope in scopes {
+            tx.execute(INSERT_GRANT, (subscriber_id, department_id, scope))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the records in one transaction; an error anywhere rolls it back (dropped `tx`).
@@ -293,7 +437,7 @@ fn import_in(
         let mut find = tx.prepare(FIND_CUSTOMER)?;
         let mut insert = tx.prepare(INSERT_CUSTOMER)?;
         let mut update = tx.prepare(UPDATE_CUSTOMER)?;
-        let mut unlink = tx.prepare(UNLINK_CUSTOMER)?;
+        let mut unlink = tx.prepare(DELETE_CUSTOMER_LINKS)?;
         let mut link = tx.prepare(UPSERT_LINK)?;
         for record in records {
             let record = record?;

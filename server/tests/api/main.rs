@@ -3,9 +3,12 @@
 
 #[macro_use]
 mod helpers;
+mod admin;
 mod auth;
+mod backups;
 mod claims;
 mod cli;
+mod contract_guard;
 mod docs;
 mod error_codes;
 mod hostile;
@@ -18,3 +21,4 @@ mod security;
 mod spec_drift;
 mod storage;
 mod tls;
+mod traces;

@@ -375,3 +375,19 @@ async fn the_logs_hold_no_secret_and_no_customer_data() {
         }
     }
 }
+
+/// SIGHUP (`systemctl reload`) reloads a TLS certificate; a server without one logs it and goes
+/// on serving, rather than dying of the signal's default action.
+#[tokio::test]
+async fn sighup_without_tls_leaves_the_server_serving() {
+    let db = TestDb::new(crate::helpers::Backend::Sqlite).await;
+    add_reader(&db.url);
+    let mut served = Served::start(&db.url, &["--no-demo"]);
+    signal(&served.child, "HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        served.child.try_wait().expect("wait").is_none(),
+        "SIGHUP ended the server"
+    );
+    assert_eq!(get(&served.base, ORDER_1001, "u", PW).await.status(), 204);
+}

@@ -118,6 +118,7 @@ async fn the_database_files_are_private() {
 async fn subscriber_passwords_are_long_or_generated() {
     let dir = tempfile::tempdir().expect("dir");
     let url = sqlite_url(&dir, "lc.db");
+    ok(&server(&["migrate", "--database-url", &url], None));
     let add = |stdin: Option<&str>, how: &str| {
         server(
             &[

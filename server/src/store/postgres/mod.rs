@@ -8,8 +8,10 @@ mod replicas;
 mod tls;
 
 use super::{
-    DatabaseLimits, ImportStream, ImportSummary, Lookup, LookupKey, Opened, ReadReplicas,
-    Readiness, Store,
+    Applied, Creation, DELETE_CUSTOMER, DELETE_CUSTOMER_LINKS, DELETE_GRANT, DELETE_SUBSCRIBER,
+    DatabaseLimits, FIND_CUSTOMER_BY_KEY, FIND_SUBSCRIBER, INSERT_GRANT, INSERT_SUBSCRIBER,
+    ImportStream, ImportSummary, Lookup, LookupKey, Opened, ReadReplicas, Readiness,
+    SUBSCRIBER_GRANTS, Store, SubscriberGrants, UPDATE_PASSWORD, UPSERT_DEPARTMENT,
 };
 use crate::domain::DepartmentToken;
 use anyhow::{Context, Result};
@@ -37,7 +39,12 @@ fn session_settings(limits: &DatabaseLimits) -> [(&'static str, String); 2] {
     ]
 }
 
-pub async fn open(url: &str, replicas: &ReadReplicas, limits: DatabaseLimits) -> Result<Opened> {
+pub async fn open(
+    url: &str,
+    replicas: &ReadReplicas,
+    limits: DatabaseLimits,
+    creation: Creation,
+) -> Result<Opened> {
     let (options, ssl_mode) = connect_options(url)?;
     // Migrations (and carrying a large database over) may take long: on a connection of their
     // own, without the server's statement timeout.
@@ -47,7 +54,19 @@ pub async fn open(url: &str, replicas: &ReadReplicas, limits: DatabaseLimits) ->
         .connect_with(options.clone())
         .await
         .map_err(|err| tls::connect_error(err, ssl_mode))?;
-    sqlx::migrate!("./migrations/postgres")
+    let has_schema: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&migrating)
+        .await?;
+    let newest = if has_schema {
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+            .fetch_one(&migrating)
+            .await?
+    } else {
+        None
+    };
+    let migrator = sqlx::migrate!("./migrations/postgres");
+    super::check_schema(Applied { has_schema, newest }, &migrator, creation, url)?;
+    migrator
         .run(&migrating)
         .await
         .context("could not migrate the PostgreSQL database")?;
@@ -138,17 +157,6 @@ const MERGE_LINKS: &str = "
 const IMPORT_WORK_MEM: &str = "SET LOCAL work_mem = '64MB'";
 /// A large import's merges run for minutes: the server's statement timeout is not for them.
 const IMPORT_NO_STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = 0";
-const UPSERT_DEPARTMENT: &str = "
-    INSERT INTO departments (token) VALUES ($1)
-    ON CONFLICT (token) DO UPDATE SET token = excluded.token
-    RETURNING id";
-const INSERT_SUBSCRIBER: &str =
-    "INSERT INTO subscribers (username, password_hash) VALUES ($1, $2) RETURNING id";
-const INSERT_GRANT: &str = "
-    INSERT INTO grants (subscriber_id, department_id, scope) VALUES ($1, $2, $3)
-    ON CONFLICT DO NOTHING";
-const DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE username = $1";
-const UPDATE_PASSWORD: &str = "UPDATE subscribers SET password_hash = $2 WHERE username = $1";
 /// Readiness reads a table of the schema, not just the connection.
 const PING: &str = "SELECT count(*) FROM (SELECT 1 FROM subscribers LIMIT 1) AS s";
 
@@ -255,20 +263,7 @@ impl Store for PgStore {
             .with_context(|| {
                 format!("could not add subscriber {username:?} (is the name taken?)")
             })?;
-        for department in departments {
-            let department_id: i64 = sqlx::query_scalar(UPSERT_DEPARTMENT)
-                .bind(department.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            for scope in scopes {
-                sqlx::query(INSERT_GRANT)
-                    .bind(subscriber_id)
-                    .bind(department_id)
-                    .bind(scope)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        grant_in(&mut tx, subscriber_id, departments, scopes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -283,12 +278,121 @@ impl Store for PgStore {
 
     async fn set_password_hash(&self, username: &str, password_hash: &str) -> Result<bool> {
         let done = sqlx::query(UPDATE_PASSWORD)
-            .bind(username)
             .bind(password_hash)
+            .bind(username)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn subscribers(&self) -> Result<Vec<SubscriberGrants>> {
+        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(SUBSCRIBER_GRANTS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(super::gather_grants(rows))
+    }
+
+    async fn grant(
+        &self,
+        username: &str,
+        departments: &[DepartmentToken],
+        scopes: &[String],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let Some(subscriber_id) = find_subscriber(&mut tx, username).await? else {
+            return Ok(false);
+        };
+        grant_in(&mut tx, subscriber_id, departments, scopes).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke(
+        &self,
+        username: &str,
+        departments: &[DepartmentToken],
+        scopes: &[String],
+    ) -> Result<Option<u64>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(subscriber_id) = find_subscriber(&mut tx, username).await? else {
+            return Ok(None);
+        };
+        let mut revoked = 0;
+        for department in departments {
+            for scope in scopes {
+                revoked += sqlx::query(DELETE_GRANT)
+                    .bind(subscriber_id)
+                    .bind(department.as_str())
+                    .bind(scope)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(revoked))
+    }
+
+    async fn remove_customer(
+        &self,
+        department: &DepartmentToken,
+        customer_uuid: &str,
+    ) -> Result<Option<u64>> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(FIND_CUSTOMER_BY_KEY)
+            .bind(department.as_str())
+            .bind(customer_uuid)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let links = sqlx::query(DELETE_CUSTOMER_LINKS)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(DELETE_CUSTOMER)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(links))
+    }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// The id of the subscriber named `username`.
+async fn find_subscriber(tx: &mut Tx, username: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(FIND_SUBSCRIBER)
+        .bind(username)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Grants every scope on every department to the subscriber, in `tx`.
+async fn grant_in(
+    tx: &mut Tx,
+    subscriber_id: i64,
+    departments: &[DepartmentToken],
+    scopes: &[String],
+) -> Result<()> {
+    for department in departments {
+        let department_id: i64 = sqlx::query_scalar(UPSERT_DEPARTMENT)
+            .bind(department.as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+        for scope in scopes {
+            sqlx::query(INSERT_GRANT)
+                .bind(subscriber_id)
+                .bind(department_id)
+                .bind(scope)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Logs how long each stage of an import took: where a slow import spends its time.

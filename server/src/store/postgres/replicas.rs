@@ -17,6 +17,7 @@ use prometheus::{Gauge, IntCounter, IntGauge};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How often each replica is asked for its lag (and so how soon one that is back is used).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -39,10 +40,7 @@ impl Target {
         let opts = |metric: &str, help: &str| {
             prometheus::Opts::new(metric, help).const_label("database", name.as_str())
         };
-        let up_gauge = IntGauge::with_opts(opts(
-            "database_up",
-            "1 while the database answers: its last probe, lookup or readiness check succeeded.",
-        ))?;
+        let up_gauge = IntGauge::with_opts(opts("database_up", super::super::DATABASE_UP_HELP))?;
         up_gauge.set(1);
         let lookups = IntCounter::with_opts(opts(
             "database_lookups_total",
@@ -94,7 +92,8 @@ impl Target {
     /// A lookup on this database; one that fails for want of the database marks it down, and
     /// one that succeeds marks it up (a load of the flag when nothing changed).
     async fn lookup(&self, key: &LookupKey<'_>) -> Result<Option<Lookup>> {
-        match self.reads.lookup(key).await {
+        let statement = crate::store::statement_span("postgresql", &self.name);
+        match self.reads.lookup(key).instrument(statement).await {
             Ok(found) => {
                 self.lookups.inc();
                 if !self.is_up() {
