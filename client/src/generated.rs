@@ -647,6 +647,10 @@ Arguments:
         let info = OperationInfo {
             operation_id: "get_linked_customer",
         };
+        match (crate::trace_context::inject)(&mut request).await {
+            Ok(_) => {}
+            Err(e) => return Err(Error::Custom(e.to_string())),
+        }
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;
         self.post(&result, &info).await?;

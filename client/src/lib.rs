@@ -69,6 +69,7 @@
 
 #[rustfmt::skip]
 pub mod generated;
+mod trace_context;
 
 pub use generated::types;
 pub use generated::types::*;

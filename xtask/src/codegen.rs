@@ -208,7 +208,13 @@ fn settings(spec: &OpenAPI) -> Result<GenerationSettings> {
         // Positional with separate tag traits is unimplemented in progenitor 0.15.
         .with_tag(TagStyle::Merged)
         // Lets callers (and the end-to-end tests) compare whole answers.
-        .with_derive("PartialEq");
+        .with_derive("PartialEq")
+        // The caller's trace context in `traceparent` (the client's feature `trace`).
+        .with_pre_hook_async(
+            "crate::trace_context::inject"
+                .parse()
+                .map_err(|err| anyhow::anyhow!("the pre-hook's path: {err:?}"))?,
+        );
     for plain in PLAIN_PATH_PARAMETERS {
         let schema = path_parameter_schema(spec, plain.operation_id, plain.name)?;
         settings.with_conversion(schema, plain.rust_type, std::iter::empty());
