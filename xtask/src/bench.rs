@@ -31,8 +31,9 @@ pub(crate) const CONNECTIONS: usize = 64;
 const THREADS: usize = 2;
 const SMOKE_CUSTOMERS: usize = 2000;
 const SMOKE_SECONDS: u64 = 5;
-/// The smoke run's TLS loads: long enough to prove that they work, short enough for ci.
-const SMOKE_TLS_SECONDS: u64 = 2;
+/// The smoke run's other loads (TLS, new connections, the server settings compared): long
+/// enough to prove that they work, short enough for ci.
+const SMOKE_SIDE_SECONDS: u64 = 2;
 /// Threads of the new-connection loop (each one request on a new connection at a time): more
 /// than the cores, so that the server is busy while some of them wait on it.
 const FRESH_THREADS: usize = 8;
@@ -129,6 +130,8 @@ struct Measured {
     pgbench_tps: Option<f64>,
     /// Rows in `links` when pgbench ran (it finds nothing while the server does not fill it).
     links_rows: Option<u64>,
+    /// getLinkedCustomer under each of [`SETTINGS`] (SQLite; empty on PostgreSQL).
+    costs: Vec<Costed>,
 }
 
 pub fn run(options: &Options) -> Result<()> {
@@ -184,8 +187,8 @@ pub fn run(options: &Options) -> Result<()> {
         data,
         customers,
         seconds,
-        tls_seconds: if options.smoke {
-            SMOKE_TLS_SECONDS
+        side_seconds: if options.smoke {
+            SMOKE_SIDE_SECONDS
         } else {
             seconds
         },
@@ -543,8 +546,9 @@ struct Rig {
     data: PathBuf,
     customers: usize,
     seconds: u64,
-    /// Seconds of each TLS and new-connection load (shorter in a smoke run).
-    tls_seconds: u64,
+    /// Seconds of each load past the first two (TLS, new connections, the server settings
+    /// compared): the main loads' in a full run, [`SMOKE_SIDE_SECONDS`] in a smoke run.
+    side_seconds: u64,
     work: PathBuf,
     /// The TLS server's certificate, and a client that trusts its CA.
     tls: tls::LocalTls,
@@ -572,19 +576,19 @@ fn measure(database: Database, rig: &Rig) -> Result<Measured> {
     let script = work.join(format!("wrk-{}.lua", random_hex(4)?));
     write_private(&script, &healthz_script())?;
     let healthz = load(&rig.wrk, &server.url("/healthz"), &script, seconds);
-    write_private(&script, &lookup_script(customers, &auth))?;
-    let before = lookup_statuses(&server)?;
-    let lookup = load(&rig.wrk, &server.url("/"), &script, seconds);
     let _ = std::fs::remove_file(&script);
-    let (healthz, lookup) = (healthz?, lookup?);
-    let after = lookup_statuses(&server)?;
-    let statuses = difference(&before, &after);
+    let healthz = healthz?;
+    let (lookup, statuses) = lookup_load(rig, &server, &auth, seconds)?;
     let server_peak_kib = server.peak_kib()?;
     let server_peak_anon_kib = server.anon_peak.load(Ordering::Relaxed);
     // After the peaks are read: a connection per request is not the load they describe.
-    let fresh_plain = fresh_connections(&server, customers, &auth, rig.tls_seconds)?;
+    let fresh_plain = fresh_connections(&server, customers, &auth, rig.side_seconds)?;
     drop(server);
     let (lookup_tls, fresh_tls) = measure_tls(database, rig, &fresh.url, &auth)?;
+    let costs = match database {
+        Database::Sqlite { .. } => measure_costs(database, rig, &fresh.url, &auth)?,
+        Database::Postgres => Vec::new(),
+    };
 
     let (pgbench_tps, links_rows) = match database {
         Database::Sqlite { .. } => (None, None),
@@ -610,6 +614,7 @@ fn measure(database: Database, rig: &Rig) -> Result<Measured> {
         server_peak_anon_kib,
         pgbench_tps,
         links_rows,
+        costs,
     })
 }
 
@@ -621,12 +626,27 @@ fn measure_tls(database: Database, rig: &Rig, url: &str, auth: &str) -> Result<(
     let log = rig.work.join(format!("server-{}-tls.log", database.key()));
     let server = Server::start_tls(&rig.binary, url, &database.server_env(), &log, &rig.tls)?;
     sanity_checks(&server, auth, rig.customers)?;
+    let (kept, _) = lookup_load(rig, &server, auth, rig.side_seconds)?;
+    let fresh = fresh_connections(&server, rig.customers, auth, rig.side_seconds)?;
+    Ok((kept, fresh))
+}
+
+/// getLinkedCustomer by wrk ([`lookup_script`]) on `server` for `seconds`, with the answers by
+/// status that the server counted meanwhile (its `/metrics`).
+fn lookup_load(
+    rig: &Rig,
+    server: &Server,
+    auth: &str,
+    seconds: u64,
+) -> Result<(Load, Vec<(u16, u64)>)> {
     let script = rig.work.join(format!("wrk-{}.lua", random_hex(4)?));
     write_private(&script, &lookup_script(rig.customers, auth))?;
-    let kept = load(&rig.wrk, &server.url("/"), &script, rig.tls_seconds);
+    let before = lookup_statuses(server)?;
+    let lookup = load(&rig.wrk, &server.url("/"), &script, seconds);
     let _ = std::fs::remove_file(&script);
-    let fresh = fresh_connections(&server, rig.customers, auth, rig.tls_seconds)?;
-    Ok((kept?, fresh))
+    let lookup = lookup?;
+    let after = lookup_statuses(server)?;
+    Ok((lookup, difference(&before, &after)))
 }
 
 /// Runs the server's `import` under GNU time: (wall seconds, peak RSS in KiB).
@@ -792,12 +812,23 @@ impl Server {
         tls: Option<tls::Client>,
     ) -> Result<Server> {
         let log_file = std::fs::File::create(log)?;
-        let mut child = Command::new(binary)
-            .args(["serve", "--bind", bind, "--no-demo"])
-            // The server's defaults (text logs at `info`), whatever the caller's environment,
-            // unless `env` says otherwise.
-            .env_remove("RUST_LOG")
-            .env_remove("LINKED_CUSTOMER_LOG_FORMAT")
+        let mut command = Command::new(binary);
+        command.args(["serve", "--bind", bind, "--no-demo"]);
+        // The server's defaults (text logs at `info`, the contract guard's sampling, no
+        // traces), whatever the caller's environment, unless `env` says otherwise.
+        for name in [
+            "RUST_LOG",
+            "LINKED_CUSTOMER_LOG_FORMAT",
+            "LINKED_CUSTOMER_CONTRACT_GUARD",
+        ] {
+            command.env_remove(name);
+        }
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OTEL_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .env("DATABASE_URL", url)
             .envs(env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
@@ -1188,14 +1219,41 @@ struct Fresh {
 /// runs on with this ABI.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
-/// The CPU time (user and system, every thread) that process `pid` has used so far, seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// The CPU time (user and system, every thread) that process `pid` has used so far, seconds;
+/// with `children`, that of the children it has waited for too.
+fn cpu_seconds(pid: u32, children: bool) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Past the command's name (in parentheses, which may hold spaces): field 3 onwards; utime
-    // and stime are fields 14 and 15.
+    // Past the command's name (in parentheses, which may hold spaces): field 3 onwards; utime,
+    // stime, cutime and cstime are fields 14 to 17.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let count = if children { 4 } else { 2 };
+    let ticks = fields.get(11..11 + count)?.iter();
+    let ticks: u64 = ticks
+        .map(|field| field.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
     Some(ticks as f64 / CLOCK_TICKS_PER_SECOND)
+}
+
+/// The machine's CPU time so far (seconds, every core, from `/proc/stat`): busy (user, nice,
+/// system, irq, softirq) and stolen by the hypervisor for other machines.
+fn machine_cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy: u64 = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| ticks.get(i))
+        .sum::<Option<u64>>()?;
+    let stolen = *ticks.get(7)?;
+    Some((
+        busy as f64 / CLOCK_TICKS_PER_SECOND,
+        stolen as f64 / CLOCK_TICKS_PER_SECOND,
+    ))
 }
 
 /// What one thread of [`fresh_connections`] saw: the latency of each answer (microseconds),
@@ -1213,7 +1271,7 @@ struct Seen {
 /// measures what a connection costs; the threads run beside the server on the same cores.
 fn fresh_connections(server: &Server, customers: usize, auth: &str, seconds: u64) -> Result<Fresh> {
     let cpu = || -> Result<(f64, f64)> {
-        let of = |pid| cpu_seconds(pid).context("no CPU times in /proc (is this Linux?)");
+        let of = |pid| cpu_seconds(pid, false).context("no CPU times in /proc (is this Linux?)");
         Ok((of(server.child.id())?, of(std::process::id())?))
     };
     let (server_before, client_before) = cpu()?;
@@ -1299,6 +1357,360 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     // Less a hair, so that a product such as 0.999 × 1000 that floats put just past 999 is 999.
     let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1] as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cost of traces and of the contract guard
+
+/// A server setting whose cost the bench measures, on getLinkedCustomer.
+struct Setting {
+    /// Its row in the tables (Markdown).
+    name: &'static str,
+    /// Its server's log: `server-DATABASE-KEY.log`.
+    key: &'static str,
+    /// `LINKED_CUSTOMER_CONTRACT_GUARD`.
+    guard: &'static str,
+    /// Traces sampled at this ratio (`OTEL_TRACES_SAMPLER=traceidratio`), exported to an
+    /// [`OtlpSink`]; `None`: no `OTEL_` variable, traces off.
+    sampling: Option<&'static str>,
+}
+
+impl Setting {
+    const fn new(
+        name: &'static str,
+        key: &'static str,
+        guard: &'static str,
+        sampling: Option<&'static str>,
+    ) -> Setting {
+        Setting {
+            name,
+            key,
+            guard,
+            sampling,
+        }
+    }
+
+    /// The server's environment for this setting, its traces sent to `endpoint`. The batch
+    /// processor keeps its defaults (`OTEL_BSP_*` unset: a batch every 5 s, or as soon as 512
+    /// spans wait), as a deployment that sets only the endpoint and the sampler would.
+    fn env(&self, endpoint: &str) -> Vec<(&'static str, String)> {
+        let mut env = vec![("LINKED_CUSTOMER_CONTRACT_GUARD", self.guard.to_string())];
+        if let Some(ratio) = self.sampling {
+            env.extend([
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_string()),
+                ("OTEL_TRACES_SAMPLER", "traceidratio".to_string()),
+                ("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()),
+            ]);
+        }
+        env
+    }
+}
+
+/// The settings compared, in the order they run; each is reported as a ratio to the first.
+static SETTINGS: [Setting; 5] = [
+    Setting::new("baseline: guard `off`, no traces", "baseline", "off", None),
+    Setting::new(
+        "traces, sampling 1.0 (guard `off`)",
+        "traces-1",
+        "off",
+        Some("1.0"),
+    ),
+    Setting::new(
+        "traces, sampling 0.01 (guard `off`)",
+        "traces-0.01",
+        "off",
+        Some("0.01"),
+    ),
+    Setting::new(
+        "guard `sample:0.01`, no traces (the default)",
+        "guard-sample",
+        "sample:0.01",
+        None,
+    ),
+    Setting::new(
+        "guard `enforce`, no traces",
+        "guard-enforce",
+        "enforce",
+        None,
+    ),
+];
+
+/// Where in [`SETTINGS`]: the baseline, traces at 1.0, traces at 0.01, and the server's
+/// defaults (which the main getLinkedCustomer row runs: it sets no guard and no `OTEL_`).
+const BASELINE: usize = 0;
+const ALL_TRACED: usize = 1;
+const SAMPLED_TRACES: usize = 2;
+const DEFAULTS: usize = 3;
+
+/// The goal for traces at sampling 0.01: this share of the baseline's requests/s at least.
+const TRACES_RATIO_GOAL: f64 = 0.90;
+
+/// getLinkedCustomer under one of [`SETTINGS`].
+struct Costed {
+    setting: &'static Setting,
+    load: Load,
+    /// Its answers by status, from the server's `/metrics`.
+    statuses: Vec<(u16, u64)>,
+    /// What the OTLP sink received during the load (the traced settings).
+    export: Option<Export>,
+    cpu: CpuUse,
+}
+
+/// CPU time so far (seconds), to tell what a load cost the server and whether anything else
+/// ran meanwhile on the shared cores.
+#[derive(Clone, Copy)]
+struct CpuClock {
+    at: Instant,
+    server: f64,
+    /// xtask (with the OTLP sink) and the children it has waited for (wrk, once it is done).
+    xtask: f64,
+    /// The machine's busy time, every process's.
+    busy: f64,
+    /// Time the hypervisor gave to other machines.
+    stolen: f64,
+}
+
+/// What a load cost in CPU, from two [`CpuClock`]s around it.
+#[derive(Clone, Copy, Debug)]
+struct CpuUse {
+    /// The server's CPU time per request, milliseconds.
+    server_ms: f64,
+    /// Cores busy on average with neither the server nor xtask nor wrk: other work on the
+    /// machine, which takes the cores from the load.
+    elsewhere: f64,
+    /// Cores stolen on average by the hypervisor.
+    stolen: f64,
+}
+
+impl CpuClock {
+    fn read(server: &Server) -> Result<CpuClock> {
+        let none = || anyhow::anyhow!("no CPU times in /proc (is this Linux?)");
+        let (busy, stolen) = machine_cpu_seconds().ok_or_else(none)?;
+        Ok(CpuClock {
+            at: Instant::now(),
+            server: cpu_seconds(server.child.id(), false).ok_or_else(none)?,
+            xtask: cpu_seconds(std::process::id(), true).ok_or_else(none)?,
+            busy,
+            stolen,
+        })
+    }
+
+    /// What went by between `earlier` and this, over `requests`.
+    fn since(&self, earlier: &CpuClock, requests: u64) -> CpuUse {
+        let seconds = (self.at - earlier.at).as_secs_f64();
+        let server = self.server - earlier.server;
+        let ours = server + self.xtask - earlier.xtask;
+        CpuUse {
+            server_ms: 1000.0 * server / requests.max(1) as f64,
+            elsewhere: ((self.busy - earlier.busy - ours) / seconds).max(0.0),
+            stolen: (self.stolen - earlier.stolen) / seconds,
+        }
+    }
+}
+
+/// What an [`OtlpSink`] received in `seconds`: export requests and their bodies' bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Export {
+    requests: u64,
+    bytes: u64,
+    seconds: f64,
+}
+
+/// getLinkedCustomer under each of [`SETTINGS`], with the main row's load (wrk, the same random
+/// lookups) for `side_seconds` each, each on a server started for it alone (the one before it
+/// stopped) on the same database, with the database's own settings as in the main row.
+fn measure_costs(database: Database, rig: &Rig, url: &str, auth: &str) -> Result<Vec<Costed>> {
+    let sink = OtlpSink::start()?;
+    println!("OTLP sink for the traced settings: {}", sink.endpoint());
+    let mut costs = Vec::new();
+    for (index, setting) in SETTINGS.iter().enumerate() {
+        banner(&format!(
+            "bench on {}: {}",
+            database.name(),
+            setting.name.replace('`', "")
+        ));
+        let mut env = database.server_env();
+        env.extend(setting.env(&sink.endpoint()));
+        let log = rig
+            .work
+            .join(format!("server-{}-{}.log", database.key(), setting.key));
+        let server = Server::start(&rig.binary, url, &env, &log)?;
+        sanity_checks(&server, auth, rig.customers)?;
+        let (before, started) = (sink.received(), CpuClock::read(&server)?);
+        let (load, statuses) = lookup_load(rig, &server, auth, rig.side_seconds)?;
+        let ended = CpuClock::read(&server)?;
+        let seconds = (ended.at - started.at).as_secs_f64();
+        let export = setting
+            .sampling
+            .map(|_| sink.received().since(before, seconds));
+        drop(server);
+        let cpu = ended.since(&started, load.requests);
+        println!(
+            "the server's CPU per request {:.3} ms; meanwhile {}",
+            cpu.server_ms,
+            elsewhere_text(&cpu)
+        );
+        if let Some(export) = &export {
+            println!("the OTLP sink received {}", export_text(export, &load));
+        }
+        ensure!(
+            index != ALL_TRACED || export.is_some_and(|export| export.bytes > 0),
+            "with traces sampled at 1.0 the server exported nothing to the OTLP sink at {} \
+             during the load (its log: {})",
+            sink.endpoint(),
+            rel(&log)
+        );
+        costs.push(Costed {
+            setting,
+            load,
+            statuses,
+            export,
+            cpu,
+        });
+    }
+    let refused = sink.received().refused;
+    ensure!(
+        refused == 0,
+        "the OTLP sink got {refused} requests that were not `POST /v1/traces` with a \
+         Content-Length (see the traced servers' logs)"
+    );
+    Ok(costs)
+}
+
+/// "0.02 cores busy elsewhere, 0.00 stolen": what else the shared cores did during a load.
+fn elsewhere_text(cpu: &CpuUse) -> String {
+    format!(
+        "{:.2} cores busy elsewhere, {:.2} stolen",
+        cpu.elsewhere, cpu.stolen
+    )
+}
+
+/// "12345 KiB/s (830 B a request, 41 exports)".
+fn export_text(export: &Export, load: &Load) -> String {
+    format!(
+        "{:.0} KiB/s ({:.0} B a request, {} exports)",
+        export.bytes as f64 / 1024.0 / export.seconds,
+        export.bytes as f64 / load.requests.max(1) as f64,
+        export.requests
+    )
+}
+
+/// What [`OtlpSink`] counts, from every connection.
+#[derive(Default)]
+struct SinkCounts {
+    /// `POST /v1/traces` requests read and answered `200`.
+    requests: AtomicU64,
+    /// Their bodies' bytes (the protobuf batches).
+    bytes: AtomicU64,
+    /// Requests that were not an export it could read (each closed its connection).
+    refused: AtomicU64,
+}
+
+/// [`SinkCounts`] at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+struct Received {
+    requests: u64,
+    bytes: u64,
+    refused: u64,
+}
+
+impl Received {
+    /// What came between `earlier` and this, `seconds` apart.
+    fn since(self, earlier: Received, seconds: f64) -> Export {
+        Export {
+            requests: self.requests - earlier.requests,
+            bytes: self.bytes - earlier.bytes,
+            seconds,
+        }
+    }
+}
+
+/// An OTLP/HTTP endpoint for the traced settings, on a port of its own: a thread per
+/// connection reads each request (its head, then Content-Length bytes of body), discards it,
+/// answers `200` and keeps the connection, counting what it received. A collector would decode
+/// the batches too; this one costs the shared cores as little as it can. It lives as long as
+/// xtask.
+struct OtlpSink {
+    address: std::net::SocketAddr,
+    counts: Arc<SinkCounts>,
+}
+
+impl OtlpSink {
+    fn start() -> Result<OtlpSink> {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("binding the OTLP sink")?;
+        let address = listener.local_addr()?;
+        let counts = Arc::new(SinkCounts::default());
+        let shared = counts.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let counts = shared.clone();
+                std::thread::spawn(move || receive_exports(stream, &counts));
+            }
+        });
+        Ok(OtlpSink { address, counts })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn received(&self) -> Received {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Received {
+            requests: get(&self.counts.requests),
+            bytes: get(&self.counts.bytes),
+            refused: get(&self.counts.refused),
+        }
+    }
+}
+
+/// One connection to [`OtlpSink`]: exports until the peer closes it (a server stopped with an
+/// export under way ends here too). A request that is not `POST /v1/traces` with a
+/// Content-Length is counted as refused, answered `400` and its connection closed.
+fn receive_exports(stream: TcpStream, counts: &SinkCounts) -> std::io::Result<()> {
+    let mut answers = stream.try_clone()?;
+    let mut requests = BufReader::with_capacity(64 * 1024, stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if requests.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let export = line.starts_with("POST /v1/traces ");
+        let (mut length, mut chunked) = (None, false);
+        loop {
+            line.clear();
+            if requests.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap_or((header, ""));
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<u64>().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = true;
+            }
+        }
+        let Some(length) = length.filter(|_| export && !chunked) else {
+            counts.refused.fetch_add(1, Ordering::Relaxed);
+            return answers.write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        };
+        if std::io::copy(&mut (&mut requests).take(length), &mut std::io::sink())? < length {
+            return Ok(());
+        }
+        counts.requests.fetch_add(1, Ordering::Relaxed);
+        counts.bytes.fetch_add(length, Ordering::Relaxed);
+        answers.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+        )?;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1461,10 +1873,10 @@ impl Measured {
 const TLS_RATIO_GOAL: f64 = 0.80;
 
 fn print_table(results: &[Measured], rig: &Rig) {
-    let (customers, seconds, tls_seconds) = (rig.customers, rig.seconds, rig.tls_seconds);
+    let (customers, seconds, side_seconds) = (rig.customers, rig.seconds, rig.side_seconds);
     println!(
         "\nbench: {customers} customers, wrk {CONNECTIONS} connections, {THREADS} threads, {seconds} s each \
-         (TLS and new-connection loads {tls_seconds} s; new connections: {FRESH_THREADS} threads)"
+         (TLS, new-connection and server-setting loads {side_seconds} s; new connections: {FRESH_THREADS} threads)"
     );
     println!(
         "{:<11} {:<48} {:>11} {:>8} {:>10} {:>10} {:>10} {:>7}",
@@ -1507,19 +1919,148 @@ fn print_table(results: &[Measured], rig: &Rig) {
             }
         );
     }
+    for result in results.iter().filter(|result| !result.costs.is_empty()) {
+        let name = result.database.name();
+        println!(
+            "\n{name}: getLinkedCustomer under each setting, a server started for each, {side_seconds} s each"
+        );
+        let header = [
+            "server settings",
+            "requests/s",
+            "ratio",
+            "p50",
+            "p99",
+            "p99 ratio",
+            "CPU/request",
+            "ratio",
+            "errors",
+            "received by the OTLP sink",
+        ]
+        .map(String::from);
+        let rows = result
+            .costs
+            .iter()
+            .map(|costed| cost_row(&result.costs, costed));
+        for row in std::iter::once(header).chain(rows) {
+            println!(
+                "{:<46} {:>11} {:>6} {:>10} {:>10} {:>9} {:>11} {:>6} {:>7}  {}",
+                row[0].replace('`', ""),
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                row[6],
+                row[7],
+                row[8],
+                row[9]
+            );
+        }
+        println!("{name}: {}", traces_summary(&result.costs));
+        println!("{name}: {}", main_row_summary(result));
+        println!("{name}: {}", elsewhere_summary(&result.costs));
+    }
+}
+
+/// The columns of `costed`'s row among `costs`, for the console and Markdown: the setting,
+/// requests/s and their ratio to the baseline's, p50, p99 and its ratio, the server's CPU per
+/// request and its ratio, errors, the export.
+fn cost_row(costs: &[Costed], costed: &Costed) -> [String; 10] {
+    let (load, baseline) = (&costed.load, &costs[BASELINE]);
+    [
+        costed.setting.name.to_string(),
+        format!("{:.0}", load.per_second),
+        format!("{:.2}", load.per_second / baseline.load.per_second),
+        ms(load.p50),
+        ms(load.p99),
+        format!("{:.2}", load.p99 / baseline.load.p99),
+        format!("{:.3} ms", costed.cpu.server_ms),
+        format!("{:.2}", costed.cpu.server_ms / baseline.cpu.server_ms),
+        errors(load).to_string(),
+        costed
+            .export
+            .map_or_else(|| "-".to_string(), |export| export_text(&export, load)),
+    ]
+}
+
+/// Busy cores that were neither the server nor the load, by setting, for the notes: the
+/// machine's cores are shared, and a setting measured while something else ran is slower for it.
+fn elsewhere_summary(costs: &[Costed]) -> String {
+    let each: Vec<String> = costs
+        .iter()
+        .map(|costed| {
+            let cpu = &costed.cpu;
+            format!(
+                "{} {:.2} ({:.2} stolen)",
+                costed.setting.key, cpu.elsewhere, cpu.stolen
+            )
+        })
+        .collect();
+    let disturbed: Vec<&str> = costs
+        .iter()
+        .filter(|costed| costed.cpu.elsewhere + costed.cpu.stolen > DISTURBED_CORES)
+        .map(|costed| costed.setting.key)
+        .collect();
+    format!(
+        "the machine's other work during each load (`/proc/stat`'s busy time less the \
+         server's, xtask's and wrk's, in cores; besides, what the hypervisor stole): {}; {}",
+        each.join(", "),
+        if disturbed.is_empty() {
+            format!("none above {DISTURBED_CORES:.2} cores")
+        } else {
+            format!(
+                "above {DISTURBED_CORES:.2} cores during {}: those rows' requests/s and \
+                 latencies lost cores to it (the server's CPU per request much less)",
+                disturbed.join(", ")
+            )
+        }
+    )
+}
+
+/// Cores of other work past which a setting's load is noted as disturbed.
+const DISTURBED_CORES: f64 = 0.10;
+
+/// Traces at sampling 0.01 against their goal, for the notes.
+fn traces_summary(costs: &[Costed]) -> String {
+    let ratio = costs[SAMPLED_TRACES].load.per_second / costs[BASELINE].load.per_second;
+    against_goal(
+        "with traces sampled at 0.01 getLinkedCustomer",
+        ratio,
+        "the baseline",
+        TRACES_RATIO_GOAL,
+    )
+}
+
+/// "WHAT does 0.85 of OF's requests/s (goal >= 0.80: met)".
+fn against_goal(what: &str, ratio: f64, of: &str, goal: f64) -> String {
+    let verdict = if ratio >= goal { "met" } else { "missed" };
+    format!("{what} does {ratio:.2} of {of}'s requests/s (goal >= {goal:.2}: {verdict})")
+}
+
+/// What the main getLinkedCustomer row ran, and its rate against this run's baseline.
+fn main_row_summary(result: &Measured) -> String {
+    let costs = &result.costs;
+    let baseline = costs[BASELINE].load.per_second;
+    format!(
+        "the main getLinkedCustomer row of this run's {} section sets neither the guard nor an \
+         `OTEL_` variable, so it runs the server's defaults: guard `sample:0.01`, no traces, as \
+         the row *{}*; it did {:.0} requests/s, {:.2} of this baseline (that row: {:.2}, the same \
+         setting on another server start)",
+        result.database.name(),
+        costs[DEFAULTS].setting.name,
+        result.lookup.per_second,
+        result.lookup.per_second / baseline,
+        costs[DEFAULTS].load.per_second / baseline
+    )
 }
 
 /// TLS on kept connections against plain HTTP, for the tables' notes.
 fn tls_summary(result: &Measured) -> String {
-    let ratio = result.tls_ratio();
-    format!(
-        "getLinkedCustomer over TLS on kept connections does {ratio:.2} of plain HTTP's \
-         requests/s (goal >= {TLS_RATIO_GOAL:.2}: {})",
-        if ratio >= TLS_RATIO_GOAL {
-            "met"
-        } else {
-            "missed"
-        }
+    against_goal(
+        "getLinkedCustomer over TLS on kept connections",
+        result.tls_ratio(),
+        "plain HTTP",
+        TLS_RATIO_GOAL,
     )
 }
 
@@ -1553,35 +2094,54 @@ fn links_note(rows: Option<u64>, customers: usize) -> String {
     }
 }
 
-/// The smoke run's verdict: any failed request fails it.
+/// The smoke run's verdict: any failed request fails it, in every load and every setting.
 fn require_no_errors(results: &[Measured]) -> Result<()> {
     for result in results {
-        for (name, load) in result.loads() {
-            ensure!(
-                errors(load) == 0 && load.requests > 0,
-                "{} {name}: {} requests, {} answered 400 or more (or not 200/204 on a new \
-                 connection), {} socket errors (the server's logs: target/xtask/bench/server-{}.log, \
-                 and -tls.log for the TLS loads)",
-                result.database.name(),
-                load.requests,
-                load.bad_status,
-                load.socket_errors,
-                result.database.key()
-            );
+        let (name, key) = (result.database.name(), result.database.key());
+        for (load_name, load) in result.loads() {
+            require_answered(
+                &format!("{name} {load_name}"),
+                load,
+                &format!("server-{key}.log, and server-{key}-tls.log for the TLS loads"),
+            )?;
         }
-        let unexpected: Vec<_> = result
-            .statuses
-            .iter()
-            .filter(|(status, _)| ![200, 204].contains(status))
-            .collect();
-        ensure!(
-            unexpected.is_empty(),
-            "{} getLinkedCustomer answered other than 200 or 204: {}",
-            result.database.name(),
-            statuses_text(&result.statuses)
-        );
+        require_found_or_not(&format!("{name} getLinkedCustomer"), &result.statuses)?;
+        for costed in &result.costs {
+            let what = format!("{name} getLinkedCustomer, {}", costed.setting.name);
+            require_answered(
+                &what,
+                &costed.load,
+                &format!("server-{key}-{}.log", costed.setting.key),
+            )?;
+            require_found_or_not(&what, &costed.statuses)?;
+        }
     }
     println!("\nbench smoke: no errors");
+    Ok(())
+}
+
+/// `load` made requests and none failed; `logs` names the server's logs in target/xtask/bench.
+fn require_answered(what: &str, load: &Load, logs: &str) -> Result<()> {
+    ensure!(
+        errors(load) == 0 && load.requests > 0,
+        "{what}: {} requests, {} answered 400 or more (or not 200/204 on a new connection), {} \
+         socket errors (the server's logs: target/xtask/bench/{logs})",
+        load.requests,
+        load.bad_status,
+        load.socket_errors
+    );
+    Ok(())
+}
+
+/// The server counted only 200s and 204s among the lookups' answers.
+fn require_found_or_not(what: &str, statuses: &[(u16, u64)]) -> Result<()> {
+    ensure!(
+        statuses
+            .iter()
+            .all(|(status, _)| [200, 204].contains(status)),
+        "{what} answered other than 200 or 204: {}",
+        statuses_text(statuses)
+    );
     Ok(())
 }
 
@@ -1635,16 +2195,35 @@ TCP connection, over TLS a full handshake (rustls, the certificate checked, no r
 The loop (a debug build) shares the cores with the server and may spend more CPU on a TLS
 connection than the server does, which then bounds the rate: the server's CPU time per
 connection (from `/proc`), noted under the table, is the figure that does not depend on it.
+
+The sections on the cost of traces and of the contract guard (SQLite): getLinkedCustomer with
+the main row's load under five server settings, each on a release server started for it alone
+on the same database, as a **ratio to the baseline of the same run** (guard `off`, no traces):
+traces sampled at 1.0 and at 0.01 (goal >= 0.90 of the baseline), the guard at its default
+`sample:0.01` (what the main row runs) and at `enforce`. The traces go to a sink in xtask that
+discards them, on the same cores. Next to requests/s, the server's CPU time per request (from
+`/proc`) and its ratio, which depend less on what else the two cores did; the other work the
+machine did during each load is noted under the table.
 ";
 
-fn section(
-    result: &Measured,
+/// What a section says of the run that wrote it.
+#[derive(Clone, Copy)]
+struct Run<'a> {
     customers: usize,
     seconds: u64,
-    command: &str,
-    machine: &str,
-    date: &str,
-) -> String {
+    command: &'a str,
+    machine: &'a str,
+    date: &'a str,
+}
+
+fn section(result: &Measured, run: &Run) -> String {
+    let &Run {
+        customers,
+        seconds,
+        command,
+        machine,
+        date,
+    } = run;
     let healthz = result.healthz.per_second;
     let mut text = format!(
         "## {}, {customers} customers\n\n\
@@ -1689,6 +2268,50 @@ fn section(
     text
 }
 
+/// The section of [`SETTINGS`], for a database that measured them.
+fn costs_section(result: &Measured, run: &Run) -> String {
+    let mut text = format!(
+        "## {}, {} customers: the cost of traces and of the contract guard\n\n\
+         {}, {}; `{}` (getLinkedCustomer with the main row's load: wrk {CONNECTIONS} connections, {THREADS} threads, the same random lookups, {} s per setting; each setting on a release server started for it alone, on the same database, one after the other).\n\n\
+         | server settings | requests/s | ratio to baseline | p50 | p99 | p99 ratio to baseline | server CPU per request | ratio to baseline | errors | received by the OTLP sink |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        result.database.name(),
+        run.customers,
+        run.date,
+        run.machine,
+        run.command,
+        run.seconds
+    );
+    for costed in &result.costs {
+        let row = cost_row(&result.costs, costed);
+        text.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    let answers: Vec<String> = result
+        .costs
+        .iter()
+        .map(|costed| {
+            format!(
+                "{}: {}",
+                costed.setting.key,
+                statuses_text(&costed.statuses)
+            )
+        })
+        .collect();
+    text.push_str(&format!(
+        "\n- {}\n\
+         - {}\n\
+         - the server's CPU per request: its CPU time (`/proc`) over the requests wrk made; it depends less than requests/s on what else the two cores did.\n\
+         - {}\n\
+         - traces went by OTLP over HTTP (protobuf) to a sink in xtask on the same cores, which reads each batch and discards it (a collector that decoded them would cost the cores more); `OTEL_TRACES_SAMPLER=traceidratio`, `OTEL_TRACES_SAMPLER_ARG` 1.0 or 0.01 (wrk sends no `traceparent`: every request starts a trace); the batch processor's defaults (`OTEL_BSP_*` unset: a batch every 5 s, or as soon as 512 spans wait; a queue of 2048, past which spans are dropped). The last column: the batches' bytes that the sink received during the load, per second and per request.\n\
+         - getLinkedCustomer answers by setting (server's `/metrics`): {}\n",
+        traces_summary(&result.costs),
+        main_row_summary(result),
+        elsewhere_summary(&result.costs),
+        answers.join("; ")
+    ));
+    text
+}
+
 fn write_markdown(
     results: &[Measured],
     customers: usize,
@@ -1699,10 +2322,20 @@ fn write_markdown(
     let path = root().join(MARKDOWN);
     let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| HEADER.to_string());
     let date = today()?;
+    let run = Run {
+        customers,
+        seconds,
+        command,
+        machine,
+        date: &date,
+    };
     for result in results {
         let key = format!("{}:{customers}", result.database.key());
-        let body = section(result, customers, seconds, command, machine, &date);
-        text = replace_section(&text, &key, &body);
+        text = replace_section(&text, &key, &section(result, &run));
+        if !result.costs.is_empty() {
+            let key = format!("{}-costs:{customers}", result.database.key());
+            text = replace_section(&text, &key, &costs_section(result, &run));
+        }
     }
     std::fs::write(&path, text).with_context(|| format!("writing {MARKDOWN}"))
 }
@@ -1848,6 +2481,64 @@ mod tests {
         assert_eq!(percentile(&sorted, 50.0), 500.0);
         assert_eq!(percentile(&sorted, 99.9), 999.0);
         assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+
+    #[test]
+    fn the_otlp_sink_answers_exports_on_a_kept_connection() {
+        let sink = OtlpSink::start().unwrap();
+        let mut stream = TcpStream::connect(sink.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answers = BufReader::new(stream.try_clone().unwrap());
+        for body in [&b"abc"[..], &[0u8; 70_000][..]] {
+            write!(
+                stream,
+                "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n\
+                 content-length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            stream.write_all(body).unwrap();
+            let mut head = String::new();
+            while !head.ends_with("\r\n\r\n") {
+                assert!(answers.read_line(&mut head).unwrap() > 0, "{head}");
+            }
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            assert!(head.contains("content-length: 0\r\n"), "{head}");
+        }
+        let received = sink.received();
+        assert_eq!(
+            (received.requests, received.bytes, received.refused),
+            (2, 70_003, 0)
+        );
+        let (status, _) = get(&sink.address.to_string(), "/v1/traces", None).unwrap();
+        assert_eq!((status, sink.received().refused), (400, 1));
+    }
+
+    #[test]
+    fn the_settings_are_where_the_notes_say() {
+        let traced = |index: usize| SETTINGS[index].sampling;
+        assert_eq!((traced(BASELINE), SETTINGS[BASELINE].guard), (None, "off"));
+        assert_eq!(traced(ALL_TRACED), Some("1.0"));
+        assert_eq!(traced(SAMPLED_TRACES), Some("0.01"));
+        assert_eq!(
+            (traced(DEFAULTS), SETTINGS[DEFAULTS].guard),
+            (None, "sample:0.01")
+        );
+        // The main row runs the server's default guard, which the notes call `sample:0.01`.
+        let cli = std::fs::read_to_string(root().join("server/src/cli.rs")).unwrap();
+        let guard = cli
+            .split_once("env = \"LINKED_CUSTOMER_CONTRACT_GUARD\"")
+            .unwrap()
+            .1;
+        assert!(
+            guard[..guard.find(')').unwrap()].contains("default_value = \"sample:0.01\""),
+            "the server's default guard is no longer sample:0.01: update SETTINGS and its notes"
+        );
+        let env = SETTINGS[SAMPLED_TRACES].env("http://127.0.0.1:1");
+        assert!(env.contains(&("OTEL_TRACES_SAMPLER_ARG", "0.01".to_string())));
+        assert_eq!(SETTINGS[BASELINE].env("http://127.0.0.1:1").len(), 1);
     }
 
     #[test]
