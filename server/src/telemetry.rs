@@ -162,9 +162,16 @@ fn method_label(method: &actix_web::http::Method) -> String {
 /// The request's span: its id, method and route; with traces on, also the OpenTelemetry HTTP
 /// server attributes (the route's pattern, never the path with its department token), the
 /// parent from the request's `traceparent`, and the trace id, for the log lines.
-fn request_span(request: &ServiceRequest, request_id: &str, method: &str, route: &str) -> Span {
+/// Also answers whether the trace is sampled (its child spans are made only then).
+fn request_span(
+    request: &ServiceRequest,
+    request_id: &str,
+    method: &str,
+    route: &str,
+) -> (Span, bool) {
     if !crate::traces::on() {
-        return tracing::info_span!("request", request_id = %request_id, %method, %route);
+        let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+        return (span, false);
     }
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let span = tracing::info_span!(
@@ -178,17 +185,18 @@ fn request_span(request: &ServiceRequest, request_id: &str, method: &str, route:
         "http.request.method" = %method,
         "http.route" = %route,
         "http.response.status_code" = tracing::field::Empty,
-        "url.scheme" = %request.connection_info().scheme(),
+        "url.scheme" = if request.app_config().secure() { "https" } else { "http" },
         "network.protocol.version" = http_version(request.version()),
         trace_id = tracing::field::Empty,
     );
     let _ = span.set_parent(crate::traces::parent(request.headers()));
-    let trace_id = {
+    // Starts the span: the sampler decides now, for its children.
+    let context = {
         use opentelemetry::trace::TraceContextExt;
-        span.context().span().span_context().trace_id()
+        span.context().span().span_context().clone()
     };
-    span.record("trace_id", tracing::field::display(trace_id));
-    span
+    span.record("trace_id", tracing::field::display(context.trace_id()));
+    (span, context.is_sampled())
 }
 
 fn http_version(version: actix_web::http::Version) -> &'static str {
@@ -227,8 +235,8 @@ pub async fn observe(
     );
     let method = method_label(request.method());
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    let span = request_span(&request, &request_id, &method, &route);
-    let result = next.call(request).instrument(span.clone()).await;
+    let (span, sampled) = request_span(&request, &request_id, &method, &route);
+    let result = crate::traces::within(sampled, next.call(request).instrument(span.clone())).await;
     let elapsed = started.elapsed();
     let mut response = result?;
     let status = response.status().as_u16();

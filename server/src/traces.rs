@@ -19,6 +19,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static ON: AtomicBool = AtomicBool::new(false);
 
+tokio::task_local! {
+    /// Whether the request this task answers is in a sampled trace: only then are its child
+    /// spans made (an unsampled one would cost the OpenTelemetry layer its attributes for
+    /// nothing).
+    static SAMPLED: bool;
+}
+
+/// Runs `answer` (a request's handling) knowing whether its trace is sampled.
+pub async fn within<F: std::future::Future>(sampled: bool, answer: F) -> F::Output {
+    SAMPLED.scope(sampled, answer).await
+}
+
+/// `make()`'s span when the current request's trace is sampled, else a disabled span.
+pub fn child(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if SAMPLED.try_with(|sampled| *sampled).unwrap_or(false) {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
 /// The service's name in traces when `OTEL_SERVICE_NAME` does not give one.
 const SERVICE_NAME: &str = "linked-customer-server";
 

@@ -56,13 +56,16 @@ impl PasswordChecks {
 
     /// Whether `password` matches the PHC string `stored`.
     pub async fn verify(&self, password: &str, stored: &str) -> Result<bool, Unavailable> {
-        let check = tracing::debug_span!("password check");
+        let check = crate::traces::child(|| tracing::debug_span!("password check"));
         let (answer, answered) = oneshot::channel();
         let job = Job {
             password: password.to_string(),
             stored: stored.to_string(),
             answer,
-            queued: tracing::debug_span!(parent: &check, "password check: waiting for a thread"),
+            queued: below(
+                &check,
+                || tracing::debug_span!(parent: &check, "password check: waiting for a thread"),
+            ),
             check: check.clone(),
         };
         self.jobs.try_send(job).map_err(|err| match err {
@@ -75,6 +78,16 @@ impl PasswordChecks {
             // Dropping `answered` tells the thread to skip this job if it has not started it.
             Err(_) => Err(Unavailable::Saturated),
         }
+    }
+}
+
+/// `make()`'s span below `parent`, or none when `parent` is none (a span with no parent would
+/// be a trace of its own).
+fn below(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if parent.is_none() {
+        tracing::Span::none()
+    } else {
+        make()
     }
 }
 
@@ -91,8 +104,11 @@ fn work(jobs: &Mutex<Receiver<Job>>, done: &prometheus::IntCounter) {
         if job.answer.is_closed() {
             continue;
         }
-        let matches = tracing::debug_span!(parent: &job.check, "password check: argon2")
-            .in_scope(|| super::verify_password(&job.password, &job.stored));
+        let matches = below(
+            &job.check,
+            || tracing::debug_span!(parent: &job.check, "password check: argon2"),
+        )
+        .in_scope(|| super::verify_password(&job.password, &job.stored));
         done.inc();
         let _ = job.answer.send(matches);
     }

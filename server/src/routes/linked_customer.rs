@@ -256,7 +256,7 @@ impl Responder for LinkedCustomerAnswer {
     type Body = BoxBody;
 
     fn respond_to(self, request: &HttpRequest) -> HttpResponse {
-        let _writing = tracing::debug_span!("write answer").entered();
+        let _writing = crate::traces::child(|| tracing::debug_span!("write answer")).entered();
         let guard = request
             .app_data::<web::Data<AppState>>()
             .map(|state| state.contract.clone());

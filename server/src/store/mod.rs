@@ -165,15 +165,17 @@ pub trait Store: Send + Sync {
 /// The span of a lookup's statement on `database` (`database`, `primary`, `replicaN`), with the
 /// OpenTelemetry database attributes (traces); never a parameter's value.
 pub(crate) fn statement_span(system: &'static str, database: &str) -> tracing::Span {
-    tracing::debug_span!(
-        "lookup statement",
-        "otel.name" = "SELECT getLinkedCustomer",
-        "otel.kind" = "client",
-        "db.system.name" = system,
-        "db.operation.name" = "SELECT",
-        "db.query.summary" = "SELECT getLinkedCustomer",
-        database = %database,
-    )
+    crate::traces::child(|| {
+        tracing::debug_span!(
+            "lookup statement",
+            "otel.name" = "SELECT getLinkedCustomer",
+            "otel.kind" = "client",
+            "db.system.name" = system,
+            "db.operation.name" = "SELECT",
+            "db.query.summary" = "SELECT getLinkedCustomer",
+            database = %database,
+        )
+    })
 }
 
 /// The help of `database_up`, kept by each store for its databases.

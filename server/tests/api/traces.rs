@@ -110,6 +110,16 @@ const ROUTE: &str = "/customer/v2/department/{serviceSubscriberDepartmentToken}/
 
 /// A request with `traceparent` for a trace of its own: (trace id, parent span id).
 async fn traced(base: &str, password: &str, n: u8) -> (String, String, u16) {
+    traced_with_flags(base, password, n, "01").await
+}
+
+/// [`traced`], with the trace flags given (`00`: the caller's trace is not sampled).
+async fn traced_with_flags(
+    base: &str,
+    password: &str,
+    n: u8,
+    flags: &str,
+) -> (String, String, u16) {
     let trace_id = format!(
         "{:032x}",
         0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4700_u128 + u128::from(n)
@@ -118,7 +128,7 @@ async fn traced(base: &str, password: &str, n: u8) -> (String, String, u16) {
     let status = reqwest::Client::new()
         .get(format!("{base}{ORDER_1001}"))
         .basic_auth("u", Some(password))
-        .header("traceparent", format!("00-{trace_id}-{parent}-01"))
+        .header("traceparent", format!("00-{trace_id}-{parent}-{flags}"))
         .header("tracestate", "vendor=opaque")
         .send()
         .await
@@ -152,6 +162,9 @@ async fn spans_of_a_200_a_401_and_a_503_continue_the_callers_trace() {
     db.make_unreachable().await;
     let unavailable = traced(&served.base, PW, 3).await;
     db.make_reachable().await;
+    // A caller's trace that is not sampled is followed: nothing of it is exported.
+    let unsampled = traced_with_flags(&served.base, PW, 4, "00").await;
+    assert_eq!(unsampled.2, 200);
     assert_eq!((ok.2, refused.2, unavailable.2), (200, 401, 503));
 
     // The batch is sent every 100 ms.
@@ -248,6 +261,11 @@ async fn spans_of_a_200_a_401_and_a_503_continue_the_callers_trace() {
             "password check: argon2",
             "password check: waiting for a thread"
         ]
+    );
+
+    assert!(
+        spans.iter().all(|s| hex(&s.trace_id) != unsampled.0),
+        "spans of an unsampled trace were exported"
     );
 
     // Nothing secret in any span: no password, no Authorization, no department token, no
