@@ -54,6 +54,10 @@ pub fn init_logging() -> Telemetry {
                 .with_threads(false)
                 .with_location(false)
                 .with_tracked_inactivity(false)
+                // Spans nest by `tracing`'s parents; nothing in the server reads OpenTelemetry's
+                // current context, which would otherwise be set at every poll of a request.
+                .with_context_activation(false)
+                .with_target(false)
                 .with_filter(spans);
             (Some(provider), Some(layer))
         }
@@ -159,9 +163,11 @@ fn method_label(method: &actix_web::http::Method) -> String {
     if KNOWN.contains(&name) { name } else { "OTHER" }.to_string()
 }
 
-/// The request's span: its id, method and route; with traces on, also the OpenTelemetry HTTP
-/// server attributes (the route's pattern, never the path with its department token), the
-/// parent from the request's `traceparent`, and the trace id, for the log lines.
+/// The request's span: its id, method and route; with traces on, also its place in the
+/// caller's trace (`traceparent`), the trace id for the log lines, and, when the trace is
+/// sampled, the OpenTelemetry HTTP server attributes (the route's pattern, never the path with
+/// its department token). The attributes go to the OpenTelemetry span alone: an unsampled
+/// request pays for none of them, and the log line does not repeat them.
 /// Also answers whether the trace is sampled (its child spans are made only then).
 fn request_span(
     request: &ServiceRequest,
@@ -173,30 +179,58 @@ fn request_span(
         let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
         return (span, false);
     }
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         %method,
         %route,
-        "otel.name" = %format_args!("{method} {route}"),
         "otel.kind" = "server",
-        "otel.status_code" = tracing::field::Empty,
-        "http.request.method" = %method,
-        "http.route" = %route,
-        "http.response.status_code" = tracing::field::Empty,
-        "url.scheme" = if request.app_config().secure() { "https" } else { "http" },
-        "network.protocol.version" = http_version(request.version()),
         trace_id = tracing::field::Empty,
     );
     let _ = span.set_parent(crate::traces::parent(request.headers()));
-    // Starts the span: the sampler decides now, for its children.
-    let context = {
-        use opentelemetry::trace::TraceContextExt;
-        span.context().span().span_context().clone()
-    };
-    span.record("trace_id", tracing::field::display(context.trace_id()));
-    (span, context.is_sampled())
+    // Starts the span: the sampler decides now, for the attributes and the children.
+    let context = span.context();
+    let otel = context.span();
+    let sampled = otel.span_context().is_sampled();
+    span.record(
+        "trace_id",
+        tracing::field::display(otel.span_context().trace_id()),
+    );
+    if sampled {
+        otel.update_name(format!("{method} {route}"));
+        otel.set_attributes([
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("http.route", route.to_string()),
+            KeyValue::new(
+                "url.scheme",
+                if request.app_config().secure() {
+                    "https"
+                } else {
+                    "http"
+                },
+            ),
+            KeyValue::new("network.protocol.version", http_version(request.version())),
+        ]);
+    }
+    (span, sampled)
+}
+
+/// The answer's status on a sampled request's span (an error for a `5xx`).
+fn record_status(span: &Span, status: u16) {
+    use opentelemetry::trace::{Status, TraceContextExt};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let otel = context.span();
+    otel.set_attribute(opentelemetry::KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        otel.set_status(Status::error(""));
+    }
 }
 
 fn http_version(version: actix_web::http::Version) -> &'static str {
@@ -240,11 +274,8 @@ pub async fn observe(
     let elapsed = started.elapsed();
     let mut response = result?;
     let status = response.status().as_u16();
-    if crate::traces::on() {
-        span.record("http.response.status_code", status);
-        if status >= 500 {
-            span.record("otel.status_code", "error");
-        }
+    if sampled {
+        record_status(&span, status);
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
