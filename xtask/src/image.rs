@@ -5,7 +5,8 @@
 //! a base that brings glibc and libgcc_s: by default Google's distroless `cc` image
 //! ([`DEFAULT_BASE`]), which this machine cannot pull (it reaches no container registry), or
 //! `--base IMAGE`. Steps:
-//! 1. `cargo build --release --locked -p linked-customer-server`; into the build context
+//! 1. `cargo build --profile image --locked -p linked-customer-server` (the release build with
+//!    whole-program optimisation: Cargo.toml's `[profile.image]`); into the build context
 //!    (`target/xtask/image/context`) a stripped copy of the binary (`strip -o`: the build's own
 //!    stays as it is) and `state/linked-customer/` (0700, owned by 65532:65532), which the
 //!    Containerfile copies to /var/lib/linked-customer;
@@ -85,8 +86,8 @@ pub fn run(test: bool, base: Option<&str>) -> Result<()> {
     let tag = format!("{REPOSITORY}:{}", facts.version);
     let replaced = [image_id(&tag), image_id(TEST_BASE)];
 
-    banner("building the release server");
-    let binary = bench::build_release()?;
+    banner("building the release server (profile `image`: whole-program optimisation)");
+    let binary = build_for_image()?;
     let context = prepare_context(&binary, &work)?;
     // The test base's size as extracted, before its trimming.
     let (base, extracted) = match base {
@@ -228,6 +229,20 @@ fn prepare_context(binary: &Path, work: &Path) -> Result<PathBuf> {
         mb(fs::metadata(binary)?.len())
     );
     Ok(context)
+}
+
+/// Builds `linked-customer-server` with the profile `image` and returns the binary's path.
+fn build_for_image() -> Result<PathBuf> {
+    let mut build = crate::util::cargo_locked("build");
+    build.args([
+        "--profile",
+        "image",
+        "--quiet",
+        "-p",
+        "linked-customer-server",
+    ]);
+    crate::util::run(build)?;
+    Ok(crate::util::target_dir().join("image/linked-customer-server"))
 }
 
 fn podman() -> Command {
@@ -1093,7 +1108,7 @@ fn write_markdown(
          uncompressed; bound {}).\n\n\
          | layer | size |\n|---|---:|\n\
          | base `{base}` ({base_is}) | {} |\n\
-         | the server (release build, stripped) | {} |\n\
+         | the server (profile `image`: release, whole-program optimisation, stripped) | {} |\n\
          | **the image** | **{}** |\n\n\
          The default base, `{DEFAULT_BASE}`, cannot be pulled on this machine, so the image \
          on it was not measured: it is the server's layer above plus that base's own size, \
