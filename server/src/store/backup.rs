@@ -4,7 +4,7 @@
 //! one write transaction, so that a running server reads the old content or the restored one,
 //! never a mix. PostgreSQL has its own tools for both (docs/operating.md, "Backups").
 
-use super::{Applied, Creation};
+use super::Creation;
 use anyhow::{Context, Result, bail};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
@@ -115,20 +115,8 @@ fn check(file: &Path) -> Result<u64> {
 /// Checks that the database of `conn` (at `file`) has this server's schema, no newer than this
 /// binary knows.
 fn schema(conn: &Connection, file: &Path) -> Result<()> {
-    let has_schema: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        [],
-        |r| r.get(0),
-    )?;
-    let newest: Option<i64> = if has_schema {
-        conn.query_row("SELECT max(version) FROM _sqlx_migrations", [], |r| {
-            r.get(0)
-        })?
-    } else {
-        None
-    };
     super::check_schema(
-        Applied { has_schema, newest },
+        super::sqlite::applied(conn)?,
         &super::sqlite::MIGRATOR,
         Creation::MustExist,
         &format!("sqlite://{}", file.display()),

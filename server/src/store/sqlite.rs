@@ -43,6 +43,23 @@ pub fn path(url: &str) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// What the database at `conn` records of its migrations (before they run).
+pub(super) fn applied(conn: &Connection) -> Result<Applied> {
+    let has_schema: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    let newest = if has_schema {
+        conn.query_row("SELECT max(version) FROM _sqlx_migrations", [], |r| {
+            r.get(0)
+        })?
+    } else {
+        None
+    };
+    Ok(Applied { has_schema, newest })
+}
+
 /// A command that does not create a database found no file where its URL points.
 pub fn missing(path: &Path) -> anyhow::Error {
     anyhow::anyhow!(
@@ -78,19 +95,11 @@ pub async fn open(url: &str, limits: DatabaseLimits, creation: Creation) -> Resu
         .connect_with(options)
         .await
         .context("could not open the SQLite database")?;
-    let has_schema: bool = sqlx::query_scalar(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_one(&pool)
-    .await?;
-    let newest = if has_schema {
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
-            .fetch_one(&pool)
-            .await?
-    } else {
-        None
-    };
-    super::check_schema(Applied { has_schema, newest }, &MIGRATOR, creation, url)?;
+    let found = applied(&Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?)?;
+    super::check_schema(found, &MIGRATOR, creation, url)?;
     MIGRATOR
         .run(&pool)
         .await
